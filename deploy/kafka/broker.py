@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Local single-node Apache Kafka (KRaft) built from Maven Central jars.
+
+Stdlib only, so `make`, the test fixtures and the benchmarks can all drive the same broker
+before or without the virtualenv. Usage:
+
+    python deploy/kafka/broker.py fetch|start|stop|status|wait [--port 9092]
+
+State (data, logs, pid) lives in .local/kafka-<port>/ in the checkout (git-ignored).
+`start` reuses a broker that already answers on the port; `stop` stops only the broker this
+checkout started, by its pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+LIBS = HERE / "target" / "libs"
+HOST = "127.0.0.1"
+
+
+def state_dir(port: int) -> Path:
+    return ROOT / ".local" / f"kafka-{port}"
+
+
+def fetch() -> None:
+    """Fetch the broker's runtime jars once (Maven caches them in ~/.m2 as well)."""
+    if any(LIBS.glob("kafka_2.13-*.jar")):
+        return
+    print("fetching Apache Kafka from Maven Central ...", flush=True)
+    subprocess.run(
+        ["mvn", "-B", "-q", "-f", str(HERE / "pom.xml"), "dependency:copy-dependencies"],
+        check=True,
+    )
+
+
+def _metadata_request(port: int, timeout: float = 2.0) -> int:
+    """Send a Kafka Metadata v0 request; return the number of brokers in the answer.
+
+    A raw request, so waiting needs no client library: an answer with at least one broker
+    means the broker has finished starting and serves clients.
+    """
+    client_id = b"parcel-risk-wait"
+    body = struct.pack(">hhih", 3, 0, 1, len(client_id)) + client_id + struct.pack(">i", 0)
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        header = _recv_exact(s, 4)
+        (size,) = struct.unpack(">i", header)
+        payload = _recv_exact(s, size)
+    (_corr, n_brokers) = struct.unpack(">ii", payload[:8])
+    return n_brokers
+
+
+def _recv_exact(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        buf += chunk
+    return buf
+
+
+def answers(port: int) -> bool:
+    try:
+        return _metadata_request(port) > 0
+    except OSError:
+        return False
+
+
+def wait(port: int, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if answers(port):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"Kafka on {HOST}:{port} did not answer within {timeout:.0f}s")
+
+
+def _pid(port: int) -> int | None:
+    pidfile = state_dir(port) / "broker.pid"
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _write_config(port: int, controller_port: int) -> Path:
+    d = state_dir(port)
+    (d / "data").mkdir(parents=True, exist_ok=True)
+    (d / "logs").mkdir(parents=True, exist_ok=True)
+    template = (HERE / "server.properties").read_text()
+    conf = template.format(
+        host=HOST, port=port, controller_port=controller_port, data_dir=d / "data"
+    )
+    path = d / "server.properties"
+    path.write_text(conf)
+    return path
+
+
+def _java(main: str, *args: str, port: int) -> list[str]:
+    d = state_dir(port)
+    heap = os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx1g").split()
+    return [
+        os.environ.get("JAVA", "java"),
+        *heap,
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{HERE / 'log4j.properties'}",
+        f"-Dkafka.logs.dir={d / 'logs'}",
+        "-cp",
+        str(LIBS / "*"),
+        main,
+        *args,
+    ]
+
+
+def start(port: int, controller_port: int) -> None:
+    """Start the broker unless one already answers on the port; wait until it serves."""
+    if answers(port):
+        print(f"Kafka already up on {HOST}:{port} (reused)")
+        return
+    if _pid(port) is not None:  # started by us but still booting
+        wait(port)
+        return
+    fetch()
+    conf = _write_config(port, controller_port)
+    d = state_dir(port)
+    if not (d / "data" / "meta.properties").exists():
+        cluster_id = uuid.uuid4().bytes
+        import base64
+
+        cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
+        subprocess.run(
+            _java(
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cid,
+                "-c",
+                str(conf),
+                "--ignore-formatted",
+                port=port,
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    out = open(d / "logs" / "server.out", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        _java("kafka.Kafka", str(conf), port=port),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C in a terminal goes to us, not straight to the JVM
+    )
+    (d / "broker.pid").write_text(str(proc.pid))
+    try:
+        wait(port)
+    except TimeoutError:
+        tail = (d / "logs" / "server.out").read_text(errors="replace")[-3000:]
+        stop(port)
+        sys.exit(f"Kafka did not start; last log lines:\n{tail}")
+    print(f"Kafka up on {HOST}:{port} (pid {proc.pid}, state in {d})")
+
+
+def stop(port: int, timeout: float = 30.0) -> None:
+    """Stop the broker this checkout started (by its pid): TERM, then KILL."""
+    pid = _pid(port)
+    if pid is None:
+        print(f"no broker of ours on port {port}")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    (state_dir(port) / "broker.pid").unlink(missing_ok=True)
+    print(f"Kafka stopped (pid {pid})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=["fetch", "start", "stop", "status", "wait"])
+    p.add_argument("--port", type=int, default=int(os.environ.get("KAFKA_PORT", "9092")))
+    p.add_argument("--controller-port", type=int, default=None)
+    a = p.parse_args()
+    cport = a.controller_port or a.port + 1
+    if a.action == "fetch":
+        fetch()
+    elif a.action == "start":
+        start(a.port, cport)
+    elif a.action == "stop":
+        stop(a.port)
+    elif a.action == "wait":
+        wait(a.port)
+    else:
+        up = answers(a.port)
+        print(f"Kafka on {HOST}:{a.port}: {'up' if up else 'down'} (our pid: {_pid(a.port)})")
+        sys.exit(0 if up else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Faust application: records, topics, agents, publishing, metrics."""

@@ -1,0 +1,375 @@
+"""The v1 record schemas (design.md) and their validation.
+
+Records stay plain dicts (what orjson gives) because per-record objects cost more than the
+scoring itself at tens of thousands of parcels per second. Validation is strict and every
+failure names the field and the reason, because an analyst or a carrier's integrator has to
+be able to fix the sender from the dead-letter record alone.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from typing import Any, Final
+
+import orjson
+
+SCHEMA_VERSION: Final = 1
+MAX_RECORD_BYTES: Final = 256 * 1024
+MAX_TEXT = 512
+MAX_LINES = 999
+MAX_VALUE_USD = 10_000_000.0
+MAX_WEIGHT_KG = 5_000.0
+MAX_PIECES = 10_000
+
+ENTRY_TYPES: Final = frozenset({"86", "11", "01"})
+OUTCOMES: Final = frozenset({"released", "seized_narcotics", "seized_ipr", "undervalued", "other"})
+CATEGORIES: Final = ("fentanyl", "counterfeit", "undervaluation")
+ACTIONS: Final = frozenset({"hold", "review"})
+
+_HAWB = re.compile(r"[A-Z0-9]{1,12}")
+_DIGITS11 = re.compile(r"\d{11}")
+_ENTRY_NUMBER = re.compile(r"[A-Z0-9]{3}\d{8}")
+_ALNUM3 = re.compile(r"[A-Z0-9]{3}")
+_ISO2 = re.compile(r"[A-Z]{2}")
+_IATA = re.compile(r"[A-Z]{3}")
+_PORT = re.compile(r"\d{4}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_HTS_ANY = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2})?)?)?")
+_HTS10 = re.compile(r"\d{10}")
+
+
+class RecordError(ValueError):
+    """A record that cannot be used: which field and why (the dead-letter reason)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+Record = dict[str, Any]
+Check = Callable[[Any, str], Any]
+
+
+def mawb_check_digit(serial7: str) -> int:
+    """IATA air waybill check digit: the 7-digit serial modulo 7."""
+    return int(serial7) % 7
+
+
+def entry_check_digit(filer: str, serial7: str) -> int:
+    """CBP entry-number check digit (mod-10 Luhn over the filer code and serial).
+
+    Letters in the filer code count as their position in the alphabet, as CBP's
+    ACE/ABI check does for alphanumeric filer codes.
+    """
+    digits = [int(c) if c.isdigit() else (ord(c) - 55) % 10 for c in filer + serial7]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return (10 - total % 10) % 10
+
+
+# -- field checks: each returns the (possibly normalised) value or raises RecordError ----------
+
+
+def _text(max_len: int = MAX_TEXT, min_len: int = 1) -> Check:
+    def check(v: Any, f: str) -> str:
+        if not isinstance(v, str):
+            raise RecordError(f, f"expected a string, got {_typename(v)}")
+        s = v.strip()
+        if len(s) < min_len:
+            raise RecordError(f, "is empty")
+        if len(s) > max_len:
+            raise RecordError(f, f"too long ({len(s)} characters, at most {max_len})")
+        return s
+
+    return check
+
+
+def _pattern(rx: re.Pattern[str], what: str, upper: bool = True) -> Check:
+    def check(v: Any, f: str) -> str:
+        if not isinstance(v, str):
+            raise RecordError(f, f"expected a string, got {_typename(v)}")
+        s = v.strip().upper() if upper else v.strip()
+        if not rx.fullmatch(s):
+            raise RecordError(f, f"{_clip(v)!r} is not {what}")
+        return s
+
+    return check
+
+
+def _number(lo: float, hi: float, lo_open: bool = False) -> Check:
+    def check(v: Any, f: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise RecordError(f, f"expected a number, got {_typename(v)}")
+        x = float(v)
+        if not math.isfinite(x):
+            raise RecordError(f, "is not a finite number")
+        if x < lo or (lo_open and x == lo):
+            raise RecordError(f, f"{x:g} is absurd (must be {'>' if lo_open else '>='} {lo:g})")
+        if x > hi:
+            raise RecordError(f, f"{x:g} is absurd (at most {hi:g})")
+        return x
+
+    return check
+
+
+def _integer(lo: int, hi: int) -> Check:
+    def check(v: Any, f: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise RecordError(f, f"expected an integer, got {_typename(v)}")
+        if not lo <= v <= hi:
+            raise RecordError(f, f"{v} is absurd (must be between {lo} and {hi})")
+        return v
+
+    return check
+
+
+def _timestamp(v: Any, f: str) -> str:
+    if not isinstance(v, str):
+        raise RecordError(f, f"expected an ISO 8601 timestamp string, got {_typename(v)}")
+    try:
+        datetime.fromisoformat(v)
+    except ValueError:
+        raise RecordError(f, f"{_clip(v)!r} is not an ISO 8601 timestamp") from None
+    return v
+
+
+def _date(v: Any, f: str) -> str:
+    if not isinstance(v, str):
+        raise RecordError(f, f"expected an ISO 8601 date string, got {_typename(v)}")
+    try:
+        date.fromisoformat(v[:10])
+    except ValueError:
+        raise RecordError(f, f"{_clip(v)!r} is not an ISO 8601 date") from None
+    return v
+
+
+def _one_of(allowed: frozenset[str]) -> Check:
+    def check(v: Any, f: str) -> str:
+        if not isinstance(v, str):
+            raise RecordError(f, f"expected a string, got {_typename(v)}")
+        if v not in allowed:
+            raise RecordError(f, f"{_clip(v)!r} is not one of {', '.join(sorted(allowed))}")
+        return v
+
+    return check
+
+
+def _hts(rx: re.Pattern[str], what: str) -> Check:
+    def check(v: Any, f: str) -> str:
+        if not isinstance(v, str):
+            raise RecordError(f, f"expected a string, got {_typename(v)}")
+        s = v.replace(".", "").replace(" ", "")
+        if not rx.fullmatch(s):
+            raise RecordError(f, f"{_clip(v)!r} is not {what}")
+        return s
+
+    return check
+
+
+def _obj(spec: Spec) -> Check:
+    def check(v: Any, f: str) -> Record:
+        return _validate(v, spec, f + ".")
+
+    return check
+
+
+def _list_of(item: Check, lo: int, hi: int) -> Check:
+    def check(v: Any, f: str) -> list[Any]:
+        if not isinstance(v, list):
+            raise RecordError(f, f"expected a list, got {_typename(v)}")
+        if not lo <= len(v) <= hi:
+            raise RecordError(f, f"has {len(v)} items (must have {lo} to {hi})")
+        return [item(x, f"{f}[{i}]") for i, x in enumerate(v)]
+
+    return check
+
+
+def _typename(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(v), "null" if v is None else type(v).__name__
+    )
+
+
+def _clip(v: Any, n: int = 40) -> str:
+    s = str(v)
+    return s if len(s) <= n else s[:n] + "..."
+
+
+# A spec maps field -> (check, required).
+Spec = Mapping[str, tuple[Check, bool]]
+
+_NAME = _text(200)
+_PARTY_BASE: dict[str, tuple[Check, bool]] = {
+    "name": (_NAME, True),
+    "address": (_text(300), True),
+    "city": (_text(100), True),
+    "country": (_pattern(_ISO2, "an ISO 3166 alpha-2 country code"), True),
+}
+SHIPPER: Spec = _PARTY_BASE
+CONSIGNEE: Spec = {
+    **_PARTY_BASE,
+    "state": (_text(50), False),
+    "zip": (_text(20), False),
+}
+
+MANIFEST: Spec = {
+    "schema_version": (_integer(1, 1), True),
+    "event_time": (_timestamp, True),
+    "hawb": (_pattern(_HAWB, "a house air waybill (1-12 letters or digits)"), True),
+    "mawb": (_pattern(_DIGITS11, "a master air waybill (11 digits)"), True),
+    "carrier": (_text(100), True),
+    "flight": (_text(10), True),
+    "origin_airport": (_pattern(_IATA, "a 3-letter IATA airport code"), True),
+    "arrival_port": (_pattern(_PORT, "a 4-digit CBP port code"), True),
+    "arrival_date": (_date, True),
+    "shipper": (_obj(SHIPPER), True),
+    "consignee": (_obj(CONSIGNEE), True),
+    "description": (_text(), True),
+    "pieces": (_integer(1, MAX_PIECES), True),
+    "weight_kg": (_number(0.0, MAX_WEIGHT_KG, lo_open=True), True),
+    "declared_value": (_number(0.0, MAX_VALUE_USD), True),
+    "currency": (_pattern(_CURRENCY, "an ISO 4217 currency code"), True),
+    "hts": (_hts(_HTS_ANY, "an HS/HTS code of 4, 6, 8 or 10 digits"), False),
+}
+
+ENTRY_LINE: Spec = {
+    "hts": (_hts(_HTS10, "a 10-digit HTS number"), True),
+    "description": (_text(), True),
+    "country_of_origin": (_pattern(_ISO2, "an ISO 3166 alpha-2 country code"), True),
+    "quantity": (_integer(1, 1_000_000), True),
+    "value_usd": (_number(0.0, MAX_VALUE_USD), True),
+}
+
+ENTRY: Spec = {
+    "schema_version": (_integer(1, 1), True),
+    "event_time": (_timestamp, True),
+    "entry_number": (
+        _pattern(_ENTRY_NUMBER, "an entry number (3-character filer code, 8 digits)"),
+        True,
+    ),
+    "entry_type": (_one_of(ENTRY_TYPES), True),
+    "filer_code": (_pattern(_ALNUM3, "a 3-character filer code"), True),
+    "hawb": (_pattern(_HAWB, "a house air waybill (1-12 letters or digits)"), True),
+    "mawb": (_pattern(_DIGITS11, "a master air waybill (11 digits)"), True),
+    "port_of_entry": (_pattern(_PORT, "a 4-digit CBP port code"), True),
+    "estimated_arrival": (_date, True),
+    "shipper": (_obj(SHIPPER), True),
+    "consignee": (_obj(CONSIGNEE), True),
+    "lines": (_list_of(_obj(ENTRY_LINE), 1, MAX_LINES), True),
+    "seller": (_text(200), False),
+    "marketplace": (_text(200), False),
+    "listing_url": (_text(2000), False),
+    "final_deliver_to": (_text(300), False),
+}
+
+DISPOSITION: Spec = {
+    "schema_version": (_integer(1, 1), True),
+    "event_time": (_timestamp, True),
+    "hawb": (_pattern(_HAWB, "a house air waybill (1-12 letters or digits)"), True),
+    "outcome": (_one_of(OUTCOMES), True),
+    "examined_at": (_timestamp, True),
+    "analyst": (_text(100), True),
+    "note": (_text(2000, min_len=0), False),
+}
+
+_SCORES: Spec = {c: (_number(0.0, 1.0), True) for c in CATEGORIES}
+HOLD: Spec = {
+    "schema_version": (_integer(1, 1), True),
+    "hawb": (_pattern(_HAWB, "a house air waybill (1-12 letters or digits)"), True),
+    "entry_number": (lambda v, f: v, False),
+    "scores": (_obj(_SCORES), True),
+    "category": (_one_of(frozenset(CATEGORIES)), True),
+    "action": (_one_of(ACTIONS), True),
+    "reasons": (_list_of(_text(500), 0, 50), True),
+    "rules": (_list_of(_text(200), 0, 50), True),
+    "model_version": (_text(100), True),
+    "event_time": (_timestamp, True),
+    "scored_at": (_timestamp, True),
+}
+
+
+def _validate(v: Any, spec: Spec, prefix: str = "") -> Record:
+    if not isinstance(v, dict):
+        raise RecordError(prefix.rstrip(".") or "record", f"expected an object, got {_typename(v)}")
+    out: Record = dict(v)
+    for name, (check, required) in spec.items():
+        if name not in v or v[name] is None:
+            if required:
+                raise RecordError(prefix + name, "missing required field")
+            continue
+        out[name] = check(v[name], prefix + name)
+    return out
+
+
+def _extra_checks_manifest(r: Record) -> None:
+    mawb = r["mawb"]
+    if int(mawb[10]) != mawb_check_digit(mawb[3:10]):
+        raise RecordError("mawb", f"check digit {mawb[10]} does not match serial {mawb[3:10]}")
+
+
+def _extra_checks_entry(r: Record) -> None:
+    _extra_checks_manifest(r)
+    en = r["entry_number"]
+    expected = entry_check_digit(en[:3], en[3:10])
+    if int(en[10]) != expected:
+        raise RecordError(
+            "entry_number", f"check digit {en[10]} does not match (expected {expected})"
+        )
+    if en[:3] != r["filer_code"]:
+        raise RecordError(
+            "filer_code", f"{r['filer_code']!r} differs from the entry number's {en[:3]!r}"
+        )
+
+
+KINDS: Final = {
+    "manifest": (MANIFEST, _extra_checks_manifest),
+    "entry": (ENTRY, _extra_checks_entry),
+    "disposition": (DISPOSITION, None),
+    "hold": (HOLD, None),
+}
+
+
+def validate(kind: str, obj: Any) -> Record:
+    """Validate an already-decoded record of `kind`; returns the normalised record."""
+    spec, extra = KINDS[kind]
+    rec = _validate(obj, spec)
+    if extra is not None:
+        extra(rec)
+    return rec
+
+
+def decode(kind: str, raw: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> Record:
+    """Bytes off the wire -> validated record, or RecordError saying why not."""
+    if raw is None:
+        raise RecordError("record", "empty message (no value)")
+    if len(raw) > max_bytes:
+        raise RecordError("record", f"too large ({len(raw)} bytes, at most {max_bytes})")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        msg = str(exc)
+        if "utf-8" in msg.lower() or "surrogate" in msg.lower():
+            raise RecordError("record", "not valid UTF-8") from None
+        if "depth limit" in msg.lower() or "recursion" in msg.lower():
+            raise RecordError("record", "nested too deeply") from None
+        raise RecordError("record", f"not valid JSON ({_clip(msg, 80)})") from None
+    return validate(kind, obj)
+
+
+def encode(rec: Mapping[str, Any]) -> bytes:
+    """Records on the wire are compact UTF-8 JSON."""
+    return orjson.dumps(rec, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def entry_value(entry: Mapping[str, Any]) -> float:
+    """Total declared value of an entry (sum of its lines)."""
+    return float(sum(line["value_usd"] for line in entry["lines"]))

@@ -1,0 +1,81 @@
+"""Configuration: environment variables (PARCEL_RISK_*) with sane local defaults.
+
+One frozen object is built at start-up and passed down, so every module reads the same
+values and tests can build their own (unique topic prefix, group id) without touching
+the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = "127.0.0.1:9092"
+    app_id: str = "parcel-risk"
+    topic_prefix: str = ""
+    partitions: int = 8
+    # topic names (prefix is added by `topic()`)
+    manifest_topic: str = "parcels.manifest"
+    entries_topic: str = "parcels.entries"
+    dispositions_topic: str = "targeting.dispositions"
+    holds_topic: str = "targeting.holds"
+    decisions_topic: str = "parcels.decisions"
+    deadletter_topic: str = "parcels.deadletter"
+    control_topic: str = "models.control"
+    # scoring
+    batch_size: int = 2000
+    batch_within_s: float = 0.2
+    model_dir: Path = field(default=ROOT / "artifacts" / "models")
+    model_version: str = ""  # empty: the newest promoted/trained artifact in model_dir
+    max_record_bytes: int = 256 * 1024
+    # worker
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    store: str = "memory://"
+    data_dir: Path = field(default=ROOT / ".local" / "worker")
+    processing_guarantee: str = "at_least_once"
+    log_level: str = "warning"
+    # keyed hashes for pseudonymised decisions: set a secret in production
+    pseudonym_key: str = "local-development-key"
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a settings attribute like 'holds_topic'."""
+        return self.topic_prefix + getattr(self, name)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.removeprefix("kafka://")
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from PARCEL_RISK_<FIELD> variables, then explicit overrides (CLI flags)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = env.get("PARCEL_RISK_" + f.name.upper())
+        if raw is None:
+            continue
+        values[f.name] = _coerce(f.type, raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)
+
+
+def _coerce(typ: Any, raw: str) -> Any:
+    t = str(typ)
+    if t == "int":
+        return int(raw)
+    if t == "float":
+        return float(raw)
+    if t == "Path":
+        return Path(raw)
+    return raw

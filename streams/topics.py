@@ -1,0 +1,57 @@
+"""The project's Kafka topics and their creation.
+
+Topics are created up front with the configured partition count, because partitions cap
+parallelism (scale-out) and input topics must be co-partitioned with the tables keyed on
+them. models.control is compacted: only the latest promotion matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+INPUT_TOPICS = ("manifest_topic", "entries_topic", "dispositions_topic")
+OUTPUT_TOPICS = ("holds_topic", "decisions_topic", "deadletter_topic")
+
+
+def all_topics(s: Settings) -> dict[str, dict[str, str]]:
+    """Full topic name -> topic config, for every topic the product uses."""
+    topics: dict[str, dict[str, str]] = {
+        s.topic(name): {} for name in (*INPUT_TOPICS, *OUTPUT_TOPICS)
+    }
+    topics[s.topic("control_topic")] = {"cleanup.policy": "compact"}
+    return topics
+
+
+async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> None:
+    """Create the product's topics if they do not exist (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name,
+                num_partitions=1 if "cleanup.policy" in cfg else s.partitions,
+                replication_factor=1,
+                topic_configs=cfg,
+            )
+            for name, cfg in all_topics(s).items()
+            if name not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(wanted, timeout_ms=int(timeout_s * 1000))
+        # Wait until the metadata shows them, so producers do not race the creation.
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while set(all_topics(s)) - set(await admin.list_topics()):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("topics did not appear in metadata")
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()

@@ -1,0 +1,142 @@
+"""The v1 schemas: good records pass, bad ones fail naming the field and the reason."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.records import (
+    RecordError,
+    decode,
+    encode,
+    entry_check_digit,
+    mawb_check_digit,
+    validate,
+)
+from tests.samples import ENTRY, MANIFEST
+
+
+def test_good_manifest_decodes_and_normalises_hts() -> None:
+    rec = decode("manifest", encode(MANIFEST))
+    assert rec["hawb"] == "HX12345678"
+    assert rec["hts"] == "640411"  # dots removed
+
+
+def test_good_entry_decodes() -> None:
+    rec = decode("entry", encode(ENTRY))
+    assert rec["lines"][0]["value_usd"] == 24.5
+
+
+def _broken(base: dict[str, Any], path: str, value: Any) -> bytes:
+    rec = copy.deepcopy(base)
+    node = rec
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node[int(p)] if p.isdigit() else node[p]
+    if value is KeyError:
+        del node[parts[-1]]
+    else:
+        node[parts[-1]] = value
+    return orjson.dumps(rec)
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value", "field", "words"),
+    [
+        ("manifest", "weight_kg", -1.0, "weight_kg", "absurd"),
+        ("manifest", "weight_kg", "heavy", "weight_kg", "expected a number"),
+        ("manifest", "declared_value", 3e9, "declared_value", "absurd"),
+        ("manifest", "hts", "640", "hts", "not an HS/HTS code"),
+        ("manifest", "hawb", KeyError, "hawb", "missing required field"),
+        ("manifest", "mawb", "78412345670", "mawb", "check digit"),
+        ("manifest", "shipper.country", "China", "shipper.country", "ISO 3166"),
+        ("manifest", "pieces", True, "pieces", "expected an integer"),
+        ("manifest", "event_time", "yesterday", "event_time", "ISO 8601"),
+        ("entry", "lines.0.hts", "6404", "lines[0].hts", "10-digit"),
+        ("entry", "entry_type", "99", "entry_type", "not one of"),
+        ("entry", "lines", [], "lines", "must have 1"),
+        ("entry", "entry_number", "AB100123450", "entry_number", "check digit"),
+    ],
+)
+def test_bad_field_is_named(kind: str, path: str, value: Any, field: str, words: str) -> None:
+    base = MANIFEST if kind == "manifest" else ENTRY
+    with pytest.raises(RecordError) as info:
+        decode(kind, _broken(base, path, value))
+    assert info.value.field == field
+    assert words in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"hawb": "\xff\xfe"}', "UTF-8"),
+        (b"[1, 2]", "expected an object"),
+        (None, "empty message"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b'{"weight_kg": NaN}', "not valid JSON"),
+    ],
+)
+def test_undecodable_bytes(raw: bytes | None, words: str) -> None:
+    with pytest.raises(RecordError) as info:
+        decode("manifest", raw)
+    assert info.value.field == "record"
+    assert words in info.value.reason
+
+
+def test_too_large_is_refused_before_parsing() -> None:
+    with pytest.raises(RecordError, match="too large"):
+        decode("manifest", b" " * 1000 + encode(MANIFEST), max_bytes=500)
+
+
+def test_disposition_outcome_checked() -> None:
+    d = {
+        "schema_version": 1,
+        "event_time": "2025-03-05T00:00:00Z",
+        "hawb": "HX1",
+        "outcome": "seized_ipr",
+        "examined_at": "2025-03-04T10:00:00Z",
+        "analyst": "a.b",
+    }
+    assert validate("disposition", d)["outcome"] == "seized_ipr"
+    with pytest.raises(RecordError, match="outcome"):
+        validate("disposition", {**d, "outcome": "burned"})
+
+
+@given(st.binary(max_size=2000))
+def test_random_bytes_never_escape_as_other_errors(raw: bytes) -> None:
+    """Whatever arrives, decode either succeeds or raises RecordError: never anything else."""
+    try:
+        decode("entry", raw)
+    except RecordError as err:
+        assert err.field and err.reason
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+        max_leaves=30,
+    )
+)
+def test_random_json_values_are_rejected_with_a_reason(obj: Any) -> None:
+    with pytest.raises(RecordError):
+        decode("manifest", json.dumps(obj).encode())
+
+
+def test_check_digits() -> None:
+    assert mawb_check_digit("1234567") == 1234567 % 7
+    # Luhn property: appending the check digit makes the weighted sum a multiple of ten
+    d = entry_check_digit("123", "4567890")
+    digits = [int(c) for c in "1234567890" + str(d)]
+    total = sum(
+        x if i % 2 == 0 else (x * 2 - 9 if x * 2 > 9 else x * 2)
+        for i, x in enumerate(reversed(digits))
+    )
+    assert total % 10 == 0
