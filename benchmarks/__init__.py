@@ -1,0 +1,1 @@
+"""Throughput, latency and model-quality benchmarks (see RESULTS.md)."""

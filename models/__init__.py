@@ -1,0 +1,1 @@
+"""Features, training, evaluation, model registry and synthetic data."""

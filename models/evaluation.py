@@ -1,0 +1,65 @@
+"""Model quality as customs targeting measures it (design.md).
+
+Officers can examine a few percent of parcels, so the headline figures are Precision@n%,
+Recall@n% and Revenue@n% (the share of the value at stake caught) for n = 1, 2, 5, 10 on a
+strictly later test period, with the base rate beside them. AUC, PR-AUC and calibration
+error are secondary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+TOP_PERCENTS = (1, 2, 5, 10)
+
+
+def at_top(y: np.ndarray, score: np.ndarray, value: np.ndarray, pct: float) -> dict[str, float]:
+    """Precision, recall and revenue share among the top `pct` percent by score."""
+    n = max(1, round(len(y) * pct / 100.0))
+    top = np.argsort(-score, kind="stable")[:n]
+    positives = y.sum()
+    caught_value = float((value[top] * y[top]).sum())
+    total_value = float((value * y).sum())
+    return {
+        "precision": float(y[top].mean()),
+        "recall": float(y[top].sum() / positives) if positives else float("nan"),
+        "revenue": caught_value / total_value if total_value else float("nan"),
+    }
+
+
+def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-count bins (robust at low base rates)."""
+    order = np.argsort(p)
+    err = 0.0
+    for chunk in np.array_split(order, bins):
+        if len(chunk):
+            err += len(chunk) * abs(p[chunk].mean() - y[chunk].mean())
+    return float(err / len(p))
+
+
+def label_metrics(y: np.ndarray, score: np.ndarray, value: np.ndarray) -> dict[str, Any]:
+    y = np.asarray(y, dtype=np.int8)
+    both = 0 < y.sum() < len(y)
+    out: dict[str, Any] = {
+        "n": len(y),
+        "positives": int(y.sum()),
+        "base_rate": float(y.mean()) if len(y) else float("nan"),
+        "roc_auc": float(roc_auc_score(y, score)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, score)) if both else float("nan"),
+        "calibration_error": calibration_error(y, score) if len(y) else float("nan"),
+    }
+    for pct in TOP_PERCENTS:
+        for k, v in at_top(y, score, value, pct).items():
+            out[f"{k}@{pct}%"] = v
+    return out
+
+
+def evaluate_scores(
+    Y: np.ndarray, scores: np.ndarray, values: np.ndarray, labels: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Per-label metrics for a (n, n_labels) score matrix."""
+    return {lab: label_metrics(Y[:, j], scores[:, j], values) for j, lab in enumerate(labels)}

@@ -1,0 +1,192 @@
+"""Shipper and consignee history: normalised keys, bounded state, features.
+
+Pure functions over plain dicts. The worker keeps these dicts in Faust tables; the offline
+data-set builder replays traffic through the very same functions in time order, so a model
+is trained on exactly the history the worker will show it. Features describe the history
+*before* the parcel being scored.
+
+State stays bounded per entity: counters, sums and a capped set of short hashes for the
+distinct counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+DAY = 86_400.0
+MAX_DISTINCT = 200  # distinct counts saturate here; enough to tell 1 from many
+
+_NON_ALNUM = re.compile(r"[^a-z0-9 ]+")
+_COMPANY_SUFFIXES = frozenset(
+    {"co", "company", "ltd", "limited", "inc", "incorporated", "llc", "corp", "corporation",
+     "gmbh", "ag", "sa", "srl", "bv", "plc", "pty", "trading", "international", "intl",
+     "group", "holdings", "ecommerce", "e", "commerce", "store", "shop"}
+)  # fmt: skip
+_ADDRESS_WORDS = {
+    "street": "st",
+    "avenue": "ave",
+    "road": "rd",
+    "drive": "dr",
+    "apartment": "apt",
+    "suite": "ste",
+    "boulevard": "blvd",
+    "lane": "ln",
+    "court": "ct",
+    "place": "pl",
+    "north": "n",
+    "south": "s",
+    "east": "e",
+    "west": "w",
+    "unit": "apt",
+    "number": "",
+}
+SEIZURE_FIELDS = {
+    "seized_narcotics": "seized_narcotics",
+    "seized_ipr": "seized_ipr",
+    "undervalued": "undervalued",
+}
+
+
+def _words(text: str) -> list[str]:
+    return _NON_ALNUM.sub(" ", text.lower().replace("&", " and ")).split()
+
+
+def shipper_key(name: str, country: str) -> str:
+    """'Shenzhen JOY Trading Co., Ltd.' and 'shenzhen joy' in CN are the same shipper."""
+    words = [w for w in _words(name) if w not in _COMPANY_SUFFIXES]
+    return " ".join(words or _words(name)) + "|" + country.strip().upper()
+
+
+def consignee_key(address: str, zip_code: str | None) -> str:
+    """A delivery address, tolerant of case, punctuation and street-type spelling."""
+    words = [_ADDRESS_WORDS.get(w, w) for w in _words(address)]
+    return " ".join(w for w in words if w) + "|" + (zip_code or "").strip()[:5]
+
+
+def _short(key: str) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
+
+
+def _add_distinct(state: dict[str, Any], field: str, key: str) -> None:
+    seen: list[str] = state.setdefault(field, [])
+    h = _short(key)
+    if h not in seen and len(seen) < MAX_DISTINCT:
+        seen.append(h)
+
+
+def shipper_features(state: Mapping[str, Any] | None, now: float) -> dict[str, float]:
+    """History features of a shipper as of `now` (epoch seconds); empty for a new one."""
+    if not state:
+        return {
+            "parcels": 0.0,
+            "age_days": 0.0,
+            "prior_holds": 0.0,
+            "seized_narcotics": 0.0,
+            "seized_ipr": 0.0,
+            "undervalued": 0.0,
+            "distinct_consignees": 0.0,
+        }
+    n = state["parcels"]
+    mean = state["value_sum"] / n if n else math.nan
+    var = state["value_sq"] / n - mean * mean if n else math.nan
+    return {
+        "parcels": float(n),
+        "age_days": max(0.0, (now - state["first_seen"]) / DAY),
+        "value_mean": mean,
+        "value_cv": math.sqrt(max(var, 0.0)) / mean if n and mean > 0 else math.nan,
+        "distinct_consignees": float(len(state.get("consignees", ()))),
+        "vague_share": state["vague"] / n if n else math.nan,
+        "prior_holds": float(state.get("holds", 0)),
+        "seized_narcotics": float(state.get("seized_narcotics", 0)),
+        "seized_ipr": float(state.get("seized_ipr", 0)),
+        "undervalued": float(state.get("undervalued", 0)),
+    }
+
+
+def observe_shipper_parcel(
+    state: dict[str, Any] | None, value: float, consignee: str, vague: bool, now: float
+) -> dict[str, Any]:
+    s = (
+        dict(state)
+        if state
+        else {
+            "parcels": 0,
+            "first_seen": now,
+            "value_sum": 0.0,
+            "value_sq": 0.0,
+            "vague": 0,
+            "holds": 0,
+        }
+    )
+    s["parcels"] += 1
+    s["first_seen"] = min(s["first_seen"], now)
+    s["last_seen"] = max(s.get("last_seen", now), now)
+    if value == value:  # not NaN
+        s["value_sum"] += value
+        s["value_sq"] += value * value
+    s["vague"] += int(vague)
+    s["consignees"] = list(s.get("consignees", []))
+    _add_distinct(s, "consignees", consignee)
+    return s
+
+
+def observe_hold(state: dict[str, Any] | None) -> dict[str, Any]:
+    s = (
+        dict(state)
+        if state
+        else {
+            "parcels": 0,
+            "first_seen": math.inf,
+            "value_sum": 0.0,
+            "value_sq": 0.0,
+            "vague": 0,
+            "holds": 0,
+        }
+    )
+    s["holds"] = s.get("holds", 0) + 1
+    return s
+
+
+def observe_outcome(state: dict[str, Any] | None, outcome: str) -> dict[str, Any]:
+    """A disposition: seizures raise the risk of the entity's next parcels."""
+    s = dict(state) if state else {}
+    field = SEIZURE_FIELDS.get(outcome)
+    if field:
+        s[field] = s.get(field, 0) + 1
+        s["seizures"] = s.get("seizures", 0) + 1
+    return s
+
+
+def consignee_features(state: Mapping[str, Any] | None, now: float) -> dict[str, float]:
+    if not state:
+        return {
+            "parcels": 0.0,
+            "parcels_today": 0.0,
+            "distinct_shippers": 0.0,
+            "prior_seizures": 0.0,
+        }
+    today = state.get("day") == int(now // DAY)
+    return {
+        "parcels": float(state.get("parcels", 0)),
+        "parcels_today": float(state.get("today", 0)) if today else 0.0,
+        "distinct_shippers": float(len(state.get("shippers", ()))),
+        "prior_seizures": float(state.get("seizures", 0)),
+    }
+
+
+def observe_consignee_parcel(
+    state: dict[str, Any] | None, shipper: str, now: float
+) -> dict[str, Any]:
+    s = dict(state) if state else {"parcels": 0, "today": 0, "day": int(now // DAY)}
+    day = int(now // DAY)
+    if s.get("day") != day:
+        s["day"], s["today"] = day, 0
+    s["parcels"] = s.get("parcels", 0) + 1
+    s["today"] = s.get("today", 0) + 1
+    s["shippers"] = list(s.get("shippers", []))
+    _add_distinct(s, "shippers", shipper)
+    return s

@@ -1,0 +1,92 @@
+"""The risk model: one calibrated gradient-boosting classifier per risk label.
+
+A scikit-learn estimator (parameters in the constructor, `fit` / `predict_proba`). Rows must
+be given in time order: the last `calibration_fraction` of them calibrates the probabilities
+(isotonic), so calibration is measured on later data than the trees were fitted on, as in
+production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.isotonic import IsotonicRegression
+
+
+class ParcelRiskModel(BaseEstimator):
+    """Multi-label risk scorer: `predict_proba(X)` is (n_samples, n_labels) probabilities."""
+
+    def __init__(
+        self,
+        labels: Sequence[str] = ("fentanyl", "counterfeit", "undervaluation"),
+        categorical_features: Sequence[int] = (),
+        max_iter: int = 300,
+        learning_rate: float = 0.06,
+        max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 50,
+        l2_regularization: float = 1.0,
+        calibration_fraction: float = 0.2,
+        random_state: int = 0,
+    ) -> None:
+        self.labels = labels
+        self.categorical_features = categorical_features
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.calibration_fraction = calibration_fraction
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> ParcelRiskModel:
+        """X: (n, n_features) in time order; Y: (n, n_labels) of 0/1."""
+        Y = np.asarray(Y)
+        if Y.ndim != 2 or Y.shape[1] != len(self.labels):
+            raise ValueError(f"Y must have one column per label {tuple(self.labels)}")
+        # a feature never seen in training (e.g. an optional field nobody sent) is constant
+        self.all_missing_ = np.isnan(X).all(axis=0)
+        X = self._fill(X)
+        cut = int(len(X) * (1.0 - self.calibration_fraction))
+        self.estimators_: list[HistGradientBoostingClassifier] = []
+        self.calibrators_: list[IsotonicRegression] = []
+        for j in range(Y.shape[1]):
+            clf = HistGradientBoostingClassifier(
+                max_iter=self.max_iter,
+                learning_rate=self.learning_rate,
+                max_leaf_nodes=self.max_leaf_nodes,
+                min_samples_leaf=self.min_samples_leaf,
+                l2_regularization=self.l2_regularization,
+                categorical_features=list(self.categorical_features) or None,
+                early_stopping=True,
+                validation_fraction=0.1,
+                n_iter_no_change=20,
+                scoring="loss",
+                random_state=self.random_state,
+            )
+            clf.fit(X[:cut], Y[:cut, j])
+            raw = clf.predict_proba(X[cut:])[:, 1]
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+            iso.fit(raw, Y[cut:, j])
+            self.estimators_.append(clf)
+            self.calibrators_.append(iso)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _fill(self, X: np.ndarray) -> np.ndarray:
+        if not self.all_missing_.any():
+            return X
+        X = X.copy()
+        X[:, self.all_missing_] = 0.0
+        return X
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = self._fill(X)
+        out = np.empty((len(X), len(self.estimators_)), dtype=np.float64)
+        for j, (clf, iso) in enumerate(zip(self.estimators_, self.calibrators_, strict=True)):
+            raw = clf.predict_proba(X)[:, 1]
+            # isotonic steps tie many parcels; a sliver of the raw score keeps the ranking
+            out[:, j] = np.clip(iso.predict(raw) + 1e-6 * raw, 0.0, 1.0)
+        return out

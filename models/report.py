@@ -1,0 +1,138 @@
+"""The evaluation report a data scientist reads before promoting a model.
+
+Markdown with the capacity-bound figures first (P@n%, R@n%, Revenue@n% beside the base
+rate), then PNG plots: precision-recall curves, calibration, score distributions and lift by
+examined share. Written with matplotlib's non-interactive backend, so it runs headless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import precision_recall_curve
+
+from models.evaluation import TOP_PERCENTS, at_top
+
+
+def _pr_plot(Y: np.ndarray, S: np.ndarray, labels: Sequence[str], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(labels), figsize=(5 * len(labels), 4))
+    for ax, j, lab in zip(np.atleast_1d(axes), range(len(labels)), labels, strict=True):
+        if 0 < Y[:, j].sum() < len(Y):
+            p, r, _ = precision_recall_curve(Y[:, j], S[:, j])
+            ax.plot(r, p)
+        ax.axhline(Y[:, j].mean(), linestyle="--", color="grey", label="base rate")
+        ax.set(title=lab, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1))
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _calibration_plot(Y: np.ndarray, S: np.ndarray, labels: Sequence[str], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(labels), figsize=(5 * len(labels), 4))
+    for ax, j, lab in zip(np.atleast_1d(axes), range(len(labels)), labels, strict=True):
+        if 0 < Y[:, j].sum() < len(Y):
+            frac, mean = calibration_curve(Y[:, j], S[:, j], n_bins=10, strategy="quantile")
+            ax.plot(mean, frac, marker="o")
+        hi = max(float(S[:, j].max()), 1e-3)
+        ax.plot([0, hi], [0, hi], linestyle="--", color="grey")
+        ax.set(title=f"{lab}: calibration", xlabel="predicted", ylabel="observed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _distribution_plot(Y: np.ndarray, S: np.ndarray, labels: Sequence[str], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(labels), figsize=(5 * len(labels), 4))
+    bins = np.logspace(-6, 0, 50)
+    for ax, j, lab in zip(np.atleast_1d(axes), range(len(labels)), labels, strict=True):
+        s = np.clip(S[:, j], 1e-6, 1.0)
+        ax.hist(s[Y[:, j] == 0], bins=bins, alpha=0.6, density=True, label="clean")
+        ax.hist(s[Y[:, j] == 1], bins=bins, alpha=0.6, density=True, label=lab)
+        ax.set(xscale="log", title=f"{lab}: scores", xlabel="score")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _lift_plot(
+    Y: np.ndarray, S: np.ndarray, values: np.ndarray, labels: Sequence[str], path: Path
+) -> None:
+    pcts = np.array([0.5, 1, 2, 3, 5, 7.5, 10, 15, 20])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for j, lab in enumerate(labels):
+        base = Y[:, j].mean()
+        if base > 0:
+            lift = [at_top(Y[:, j], S[:, j], values, p)["precision"] / base for p in pcts]
+            ax.plot(pcts, lift, marker="o", label=lab)
+    ax.axhline(1.0, linestyle="--", color="grey")
+    ax.set(xlabel="share of parcels examined (%)", ylabel="lift over base rate", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(
+    out: Path,
+    title: str,
+    metrics: Mapping[str, Mapping[str, Any]],
+    Y: np.ndarray,
+    S: np.ndarray,
+    values: np.ndarray,
+    labels: Sequence[str],
+    notes: Sequence[str] = (),
+    baselines: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+) -> Path:
+    """Write report.md and its plots into `out`; returns the Markdown file."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "precision-recall": "pr_curves.png",
+        "calibration": "calibration.png",
+        "score distributions": "score_distributions.png",
+        "lift by share examined": "lift.png",
+    }
+    _pr_plot(Y, S, labels, out / plots["precision-recall"])
+    _calibration_plot(Y, S, labels, out / plots["calibration"])
+    _distribution_plot(Y, S, labels, out / plots["score distributions"])
+    _lift_plot(Y, S, values, labels, out / plots["lift by share examined"])
+    lines = [f"# {title}", "", *notes, ""]
+    head = (
+        ["label", "base rate"]
+        + [f"{k}@{n}%" for n in TOP_PERCENTS for k in ("P", "R", "Rev")]
+        + ["ROC AUC", "PR AUC", "ECE"]
+    )
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(name: str, m: Mapping[str, Any]) -> str:
+        cells = [name, f"{m['base_rate']:.4f}"]
+        for n in TOP_PERCENTS:
+            cells += [f"{m[f'{k}@{n}%']:.3f}" for k in ("precision", "recall", "revenue")]
+        cells += [f"{m['roc_auc']:.3f}", f"{m['pr_auc']:.3f}", f"{m['calibration_error']:.4f}"]
+        return "| " + " | ".join(cells) + " |"
+
+    for lab, m in metrics.items():
+        lines.append(row(lab, m))
+    for base_name, base_metrics in (baselines or {}).items():
+        for lab, m in base_metrics.items():
+            lines.append(row(f"{lab} ({base_name})", m))
+    lines += [
+        "",
+        "P = precision, R = recall, Rev = share of the value at stake caught, "
+        "each among the top n% of parcels by score; ECE = expected calibration error.",
+        "",
+    ]
+    for name, file in plots.items():
+        lines += [f"## {name.capitalize()}", "", f"![{name}]({file})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
