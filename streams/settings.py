@@ -7,6 +7,7 @@ the process environment.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -33,12 +34,16 @@ class Settings:
     batch_size: int = 2000
     batch_within_s: float = 0.2
     model_dir: Path = field(default=ROOT / "artifacts" / "models")
-    model_version: str = ""  # empty: the newest promoted/trained artifact in model_dir
+    model_version: str = ""  # empty: the promoted one, else the newest in model_dir
+    # JSON overriding the artifact's thresholds, e.g. {"fentanyl": {"hold": 0.2}}
+    thresholds: str = ""
     max_record_bytes: int = 256 * 1024
+    bill_ttl_s: float = 30 * 86_400.0  # bills not seen for this long are forgotten
+    bill_sweep_s: float = 600.0
     # worker
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    store: str = "memory://"
+    store: str = "rocksdb://"  # rocksdict; memory:// for throwaway runs
     data_dir: Path = field(default=ROOT / ".local" / "worker")
     processing_guarantee: str = "at_least_once"
     log_level: str = "warning"
@@ -52,6 +57,16 @@ class Settings:
     @property
     def bootstrap(self) -> str:
         return self.broker.removeprefix("kafka://")
+
+    def threshold_overrides(self, base: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """The artifact's thresholds with the configured overrides applied."""
+        merged = {label: dict(t) for label, t in base.items()}
+        if self.thresholds:
+            for label, t in json.loads(self.thresholds).items():
+                if label not in merged:
+                    raise ValueError(f"PARCEL_RISK_THRESHOLDS: unknown label {label!r}")
+                merged[label].update({k: float(v) for k, v in t.items()})
+        return merged
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -1,0 +1,39 @@
+"""The Faust application, built from Settings by a factory.
+
+A factory rather than a module-level app so that the CLI, the tests and the benchmarks can
+each build a worker with their own topic prefix, consumer group and web port.
+"""
+
+from __future__ import annotations
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+
+from streams import agents
+from streams.serving import ModelServer
+from streams.settings import Settings
+
+
+def create_app(s: Settings, server: ModelServer) -> faust.App:
+    app = faust.App(
+        s.app_id,
+        broker=f"kafka://{s.bootstrap}",
+        store=s.store,
+        datadir=str(s.data_dir),
+        topic_partitions=s.partitions,
+        topic_allow_declare=True,
+        processing_guarantee=s.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        web_host=s.web_host,
+        web_port=s.web_port,
+        web_in_thread=False,
+        producer_linger_ms=5,
+        producer_max_batch_size=256 * 1024,
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, 2 * s.batch_size),
+        autodiscover=False,
+    )
+    setup_prometheus_sensors(app)
+    app.tables_ = agents.register(app, s, server)  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,502 @@
+"""`parcel-risk`: the one console command, with a subcommand per job.
+
+Flags override PARCEL_RISK_* environment variables, which override the defaults in
+streams/settings.py. Errors a person can fix are printed in one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from streams.settings import ROOT, Settings, from_env
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _settings(a: argparse.Namespace) -> Settings:
+    return from_env(
+        broker=a.broker,
+        topic_prefix=a.prefix,
+        partitions=getattr(a, "partitions", None),
+        model_dir=Path(a.model_dir) if a.model_dir else None,
+    )
+
+
+def cmd_worker(a: argparse.Namespace) -> int:
+    import faust
+
+    from models.registry import ArtifactError, load
+    from streams.app import create_app
+    from streams.serving import ModelServer, promoted
+    from streams.topics import ensure_topics
+
+    s = _settings(a).with_(
+        **{
+            k: v
+            for k, v in {
+                "web_port": a.web_port,
+                "app_id": a.app_id,
+                "batch_size": a.batch_size,
+                "model_version": a.model_version,
+                "store": a.store,
+            }.items()
+            if v is not None
+        }
+    )
+    asyncio.run(ensure_topics(s))
+    promotion, control_offset = asyncio.run(promoted(s))
+    version = s.model_version or (promotion or {}).get("version")
+    try:
+        artifact = load(s.model_dir, version)
+        server = ModelServer(s, artifact, control_offset)
+    except (ArtifactError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    app = create_app(s, server)
+    err.print(
+        f"worker {s.app_id}: model {artifact.version}, broker {s.bootstrap}, "
+        f"metrics http://{s.web_host}:{s.web_port}/metrics"
+    )
+    worker = faust.Worker(app, loglevel=s.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_promote(a: argparse.Namespace) -> int:
+    from models.registry import ArtifactError
+    from streams.serving import promote
+    from streams.topics import ensure_topics
+
+    s = _settings(a)
+    try:
+        asyncio.run(ensure_topics(s))
+        record = asyncio.run(promote(s, a.version, a.by))
+    except ArtifactError as exc:
+        err.print(f"[red]refused:[/] {exc}")
+        return 2
+    err.print(
+        f"promoted {record['version']} (sha256 {record['sha256'][:12]}...) "
+        f"on {s.topic('control_topic')}"
+    )
+    return 0
+
+
+def cmd_topics(a: argparse.Namespace) -> int:
+    from streams.topics import all_topics, ensure_topics
+
+    s = _settings(a)
+    asyncio.run(ensure_topics(s))
+    for name in all_topics(s):
+        out.print(name)
+    return 0
+
+
+def _gen_config(a: argparse.Namespace) -> object:
+    from models.synthetic import GeneratorConfig
+
+    start = datetime.now(UTC) if a.rate else GeneratorConfig.start
+    return GeneratorConfig(
+        seed=a.seed,
+        bad_fraction=a.bad_fraction,
+        start=start,
+        parcels_per_second=a.rate or GeneratorConfig.parcels_per_second,
+    )
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    if not 0.0 <= a.bad_fraction < 1.0:
+        err.print("[red]error:[/] --bad-fraction must be in [0, 1)")
+        return 2
+    if a.count <= 0:
+        err.print("[red]error:[/] --count must be positive")
+        return 2
+    config = _gen_config(a)
+    if a.dataset:
+        from models.dataset import generated_rows, write_jsonl
+
+        n = write_jsonl(generated_rows(config, a.count), Path(a.dataset))  # type: ignore[arg-type]
+        err.print(f"wrote {n:,} labelled parcels to {a.dataset}")
+        return 0
+    from streams.feed import feed
+    from streams.topics import ensure_topics
+
+    s = _settings(a)
+    asyncio.run(ensure_topics(s))
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("producing", total=None)
+        stats = asyncio.run(
+            feed(
+                s,
+                config,
+                a.count,
+                a.rate,  # type: ignore[arg-type]
+                Path(a.labels) if a.labels else None,
+                progress=lambda n: bar.update(task, completed=n),
+            )
+        )
+    err.print(
+        f"produced {stats.events:,} records ({stats.bad:,} malformed) for "
+        f"{stats.parcels:,} parcels in {stats.seconds:.1f}s "
+        f"({stats.events / max(stats.seconds, 1e-9):,.0f} records/s)"
+    )
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from models.dataset import from_generator, read_jsonl
+    from models.synthetic import GeneratorConfig
+    from models.training import TrainConfig, train_and_save
+
+    s = _settings(a)
+    out_dir = Path(a.out) if a.out else s.model_dir
+    if a.if_missing and any(out_dir.glob("*/meta.json")):
+        err.print(f"a model already exists in {out_dir}; not training")
+        return 0
+    started = time.monotonic()
+    if a.data:
+        path = Path(a.data)
+        if not path.exists():
+            err.print(f"[red]error:[/] no such file: {path}")
+            return 2
+        ds = read_jsonl(path)
+    else:
+        err.print(f"no --data: training on {a.synthetic:,} synthetic parcels (seed {a.seed})")
+        ds = from_generator(GeneratorConfig(seed=a.seed), a.synthetic)
+    served_refs = None
+    if ds.X is not None and ds.model_versions:
+        from collections import Counter
+
+        from models.registry import ArtifactError, load
+
+        served = Counter(ds.model_versions).most_common(1)[0][0]
+        try:
+            served_refs = load(s.model_dir, served).references
+        except ArtifactError as exc:
+            err.print(f"[red]error:[/] the data was scored by {served}: {exc}")
+            return 2
+    try:
+        version, meta = train_and_save(ds, out_dir, TrainConfig(seed=a.seed), served_refs)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    err.print(f"trained {version} on {len(ds):,} parcels in {time.monotonic() - started:.0f}s")
+    _print_metrics(meta["test_metrics"])
+    out.print(version)
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from models.dataset import read_jsonl
+    from models.evaluation import evaluate_scores
+    from models.features import build_features
+    from models.registry import ArtifactError, load
+    from models.report import write_report
+    from streams.records import CATEGORIES
+
+    s = _settings(a)
+    model_path = Path(a.model)
+    folder, version = (
+        (model_path.parent, model_path.name) if model_path.is_dir() else (s.model_dir, a.model)
+    )
+    try:
+        artifact = load(folder, version)
+    except ArtifactError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    if not Path(a.data).exists():
+        err.print(f"[red]error:[/] no such file: {a.data}")
+        return 2
+    ds = read_jsonl(Path(a.data))
+    ds = ds.subset(np.flatnonzero(ds.final))  # one row per bill: its last revision
+    X = ds.X if ds.X is not None else build_features(ds.views, artifact.references)
+    scores = artifact.model.predict_proba(X)
+    metrics = evaluate_scores(ds.Y, scores, ds.values, CATEGORIES)
+    _print_metrics(metrics)
+    report = write_report(
+        Path(a.out),
+        f"Evaluation of {artifact.version}",
+        metrics,
+        ds.Y,
+        scores,
+        ds.values,
+        CATEGORIES,
+        notes=[
+            f"Data: {a.data} ({len(ds):,} parcels).",
+            f"Trained on: {artifact.meta['data']['source']}.",
+        ],
+    )
+    err.print(f"report: {report}")
+    return 0
+
+
+def _print_metrics(metrics: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title="held-out test period")
+    cols = ["base rate", "P@1%", "R@1%", "Rev@1%", "P@5%", "R@5%", "ROC AUC", "PR AUC"]
+    t.add_column("label")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for label, m in metrics.items():
+        t.add_row(
+            label,
+            *(
+                f"{m[k]:.4f}"
+                for k in (
+                    "base_rate",
+                    "precision@1%",
+                    "recall@1%",
+                    "revenue@1%",
+                    "precision@5%",
+                    "recall@5%",
+                    "roc_auc",
+                    "pr_auc",
+                )
+            ),
+        )
+    err.print(t)
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from streams.export import export
+
+    n = asyncio.run(export(_settings(a), Path(a.out), a.since))
+    err.print(f"exported {n:,} labelled decisions to {a.out}")
+    return 0
+
+
+def cmd_dispose(a: argparse.Namespace) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    from streams.records import RecordError, encode, validate
+
+    s = _settings(a)
+    now = datetime.now(UTC).isoformat()
+    record = {
+        "schema_version": 1,
+        "event_time": now,
+        "hawb": a.hawb,
+        "outcome": a.outcome,
+        "examined_at": a.examined_at or now,
+        "analyst": a.analyst,
+    }
+    if a.note:
+        record["note"] = a.note
+    try:
+        record = validate("disposition", record)
+    except RecordError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                s.topic("dispositions_topic"), encode(record), key=record["hawb"].encode()
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    err.print(f"disposition {record['outcome']} for {record['hawb']} published")
+    return 0
+
+
+def cmd_holds(a: argparse.Namespace) -> int:
+    from streams.console import holds
+    from streams.records import CATEGORIES
+
+    if a.category and a.category not in CATEGORIES:
+        err.print(f"[red]error:[/] --category must be one of {', '.join(CATEGORIES)}")
+        return 2
+    since_ms = None
+    if a.since:
+        try:
+            since_ms = int(datetime.fromisoformat(a.since).timestamp() * 1000)
+        except ValueError:
+            err.print(f"[red]error:[/] --since {a.since!r} is not an ISO 8601 time")
+            return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(holds(_settings(a), a.follow, a.category, a.min_score, since_ms, a.json))
+    return 0
+
+
+def cmd_watch(a: argparse.Namespace) -> int:
+    from streams.console import watch
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(watch(_settings(a), a.seconds))
+    return 0
+
+
+def _spawn(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", *args],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=ROOT,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    """The demo: worker + synthetic feed in the background, live dashboard in front."""
+    from streams.console import watch
+    from streams.topics import ensure_topics
+
+    s = _settings(a)
+    asyncio.run(ensure_topics(s))
+    logs = ROOT / ".local" / "logs"
+    worker = _spawn(["worker"], logs / "worker.log")
+    feed = _spawn(
+        [
+            "generate",
+            "--count",
+            str(a.count),
+            "--rate",
+            str(a.rate),
+            "--bad-fraction",
+            str(a.bad_fraction),
+            "--seed",
+            str(int(time.time())),
+        ],
+        logs / "feed.log",
+    )
+    err.print(f"worker pid {worker.pid}, feed pid {feed.pid}; logs in {logs}; Ctrl-C stops")
+    try:
+        asyncio.run(watch(s, a.seconds))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in (feed, worker):
+            _stop(proc)
+        err.print("stopped the worker and the feed")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="parcel-risk", description=__doc__.splitlines()[0])
+    p.add_argument("--broker", help="Kafka bootstrap host:port (PARCEL_RISK_BROKER)")
+    p.add_argument("--prefix", help="topic name prefix (PARCEL_RISK_TOPIC_PREFIX)")
+    p.add_argument("--model-dir", help="model artifacts folder (PARCEL_RISK_MODEL_DIR)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worker", help="run a scoring worker (Faust)")
+    w.add_argument("--web-port", type=int)
+    w.add_argument("--app-id", help="consumer group / app id")
+    w.add_argument("--batch-size", type=int)
+    w.add_argument("--model-version")
+    w.add_argument("--store", help="table store URL, e.g. rocksdb:// or memory://")
+    w.set_defaults(func=cmd_worker)
+
+    t = sub.add_parser("topics", help="create the product's topics")
+    t.add_argument("--partitions", type=int)
+    t.set_defaults(func=cmd_topics)
+
+    g = sub.add_parser("generate", help="synthetic parcel traffic into Kafka (or a data set)")
+    g.add_argument("--count", type=int, required=True)
+    g.add_argument("--rate", type=float, default=0.0, help="parcels/s (0: as fast as possible)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--bad-fraction", type=float, default=0.0)
+    g.add_argument("--labels", help="write ground-truth labels (JSONL) here")
+    g.add_argument("--dataset", help="write a labelled training set (JSONL) instead of Kafka")
+    g.add_argument("--partitions", type=int)
+    g.set_defaults(func=cmd_generate)
+
+    tr = sub.add_parser("train", help="train a model artifact")
+    tr.add_argument("--data", help="labelled JSONL (generate --dataset, or export)")
+    tr.add_argument("--out", help="artifact folder (default: the model dir)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--synthetic",
+        type=int,
+        default=200_000,
+        help="without --data: train on this many synthetic parcels",
+    )
+    tr.add_argument("--if-missing", action="store_true", help="only if no model exists")
+    tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="decisions + dispositions -> labelled training data")
+    ex.add_argument("--out", required=True, help="JSONL file to write")
+    ex.add_argument("--since", help="only decisions from this ISO 8601 time on")
+    ex.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser("evaluate", help="measure a model on labelled data; write a report")
+    ev.add_argument("--model", required=True, help="a version id or an artifact folder")
+    ev.add_argument("--data", required=True, help="labelled JSONL")
+    ev.add_argument("--out", required=True, help="folder for report.md and plots")
+    ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("promote", help="make running workers serve a model version")
+    pr.add_argument("version")
+    pr.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who promotes")
+    pr.set_defaults(func=cmd_promote)
+
+    dp = sub.add_parser("dispose", help="report an exam outcome for a parcel")
+    dp.add_argument("hawb")
+    dp.add_argument(
+        "--outcome",
+        required=True,
+        help="released, seized_narcotics, seized_ipr, undervalued or other",
+    )
+    dp.add_argument("--note")
+    dp.add_argument("--analyst", default=os.environ.get("USER", "unknown"))
+    dp.add_argument("--examined-at", help="ISO 8601 time of the exam (default: now)")
+    dp.set_defaults(func=cmd_dispose)
+
+    ho = sub.add_parser("holds", help="list flagged parcels (analysts)")
+    ho.add_argument("--follow", "-f", action="store_true", help="keep listing new holds")
+    ho.add_argument("--category", help="fentanyl, counterfeit or undervaluation")
+    ho.add_argument("--min-score", type=float, help="only holds with a score at least this")
+    ho.add_argument("--since", help="from this ISO 8601 time")
+    ho.add_argument("--json", action="store_true", help="JSON lines, for pipes")
+    ho.set_defaults(func=cmd_holds)
+
+    wa = sub.add_parser("watch", help="live dashboard of decisions and holds")
+    wa.add_argument("--seconds", type=float)
+    wa.set_defaults(func=cmd_watch)
+
+    r = sub.add_parser("run", help="the demo: worker, synthetic feed and live dashboard")
+    r.add_argument("--rate", type=float, default=300.0)
+    r.add_argument("--count", type=int, default=10_000_000)
+    r.add_argument("--bad-fraction", type=float, default=0.01)
+    r.add_argument("--seconds", type=float)
+    r.set_defaults(func=cmd_run)
+
+    a = p.parse_args(argv)
+    return int(a.func(a))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

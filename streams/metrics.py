@@ -1,0 +1,33 @@
+"""The project's Prometheus metrics, in the default registry beside Faust's own sensors.
+
+Names follow Prometheus conventions (base units, `_total` counters). Label values are
+topic names, categories, actions and field names only: never names or addresses.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, Info
+
+RECORDS = Counter("parcel_risk_records_consumed_total", "Input records consumed", ["topic"])
+DECISIONS = Counter("parcel_risk_decisions_total", "Parcels scored (one per record revision)")
+HOLDS = Counter("parcel_risk_holds_total", "Flagged parcels published", ["category", "action"])
+DEAD_LETTERS = Counter(
+    "parcel_risk_dead_letters_total", "Records sent to the dead-letter topic", ["topic", "field"]
+)
+BATCH_SIZE = Histogram(
+    "parcel_risk_batch_size_records",
+    "Records per scoring batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
+)
+SCORING_SECONDS = Histogram(
+    "parcel_risk_scoring_seconds",
+    "Time to score one batch (features, model, reasons)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+LATENCY_SECONDS = Histogram(
+    "parcel_risk_end_to_end_latency_seconds",
+    "From a record's event time to its decision sent",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+MODEL = Info("parcel_risk_model", "The model version being served")
+MODEL_LOADS = Counter("parcel_risk_model_loads_total", "Model load attempts", ["result"])

@@ -1,0 +1,213 @@
+"""The stages as pure functions: join -> consignee history -> shipper history -> score.
+
+Agents hand batches in and send what comes out; tables are passed as mappings, so unit
+tests use dicts and the offline data-set builder replays traffic through the same code.
+`ctx(i)` returns the context in which the i-th record's table reads and writes happen (the
+worker uses it to put each record's state in its own partition).
+
+Every input ends in exactly one place: a decision or a dead letter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from models import history
+from models.features import ParcelView
+from models.nomenclature import VAGUE_TERMS
+from models.scoring import Scorer
+from streams.join import epoch, join_record, view_of
+from streams.publishing import Outgoing, Source, dead_letter, decisions_and_holds
+from streams.records import RecordError, decode, entry_value
+
+Table = MutableMapping[str, Any]
+Ctx = Callable[[int], AbstractContextManager[Any]]
+Forward = tuple[bytes, dict[str, Any]]  # (next stage's key, message)
+
+
+def no_ctx(_i: int) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
+@dataclass(frozen=True)
+class Incoming:
+    kind: str  # "manifest", "entry" or "disposition"
+    source: Source
+    raw: bytes | None
+
+
+@dataclass
+class JoinResult:
+    forward: list[Forward] = field(default_factory=list)
+    dead: list[tuple[Incoming, RecordError]] = field(default_factory=list)
+
+
+def _parties(view: ParcelView | dict[str, Any]) -> tuple[str, str]:
+    rec = view.get("entry") or view.get("manifest")
+    assert rec is not None
+    s, c = rec["shipper"], rec["consignee"]
+    return (
+        history.shipper_key(s["name"], s["country"]),
+        history.consignee_key(c["address"], c.get("zip")),
+    )
+
+
+def join_batch(
+    batch: Sequence[Incoming], bills: Table, max_bytes: int, ctx: Ctx = no_ctx
+) -> JoinResult:
+    """Stage 1 (keyed by HAWB): validate, join manifest and entry, look up dispositions."""
+    res = JoinResult()
+    for i, item in enumerate(batch):
+        try:
+            rec = decode(item.kind, item.raw, max_bytes)
+        except RecordError as err:
+            res.dead.append((item, err))
+            continue
+        hawb = rec["hawb"]
+        with ctx(i):
+            bill = bills.get(hawb)
+            if item.kind == "disposition":
+                if bill is None:
+                    res.dead.append(
+                        (
+                            item,
+                            RecordError(
+                                "hawb", f"no parcel known for HAWB {hawb} (never seen or expired)"
+                            ),
+                        )
+                    )
+                    continue
+                shipper, consignee = _parties(view_of(bill, hawb))
+                msg = {
+                    "t": "outcome",
+                    "hawb": hawb,
+                    "outcome": rec["outcome"],
+                    "shipper": shipper,
+                    "consignee": consignee,
+                    "time": epoch(rec["event_time"]),
+                    "source": item.source.as_dict(),
+                }
+            else:
+                bill, view = join_record(bill, item.kind, rec, item.source.partition)
+                bills[hawb] = bill
+                shipper, consignee = _parties(view)
+                msg = {
+                    "t": "parcel",
+                    "view": dict(view),
+                    "revision": bill["revision"],
+                    "shipper": shipper,
+                    "consignee": consignee,
+                    "time": epoch(rec["event_time"]),
+                    "source": item.source.as_dict(),
+                }
+        res.forward.append((consignee.encode(), msg))
+    return res
+
+
+def consignee_batch(
+    msgs: Sequence[dict[str, Any]], consignees: Table, ctx: Ctx = no_ctx
+) -> list[Forward]:
+    """Stage 2 (keyed by consignee address): attach and update the consignee's history."""
+    out: list[Forward] = []
+    for i, m in enumerate(msgs):
+        key = m["consignee"]
+        with ctx(i):
+            state = consignees.get(key)
+            if m["t"] == "parcel":
+                m["view"]["consignee_history"] = history.consignee_features(state, m["time"])
+                if m["revision"] == 1:
+                    consignees[key] = history.observe_consignee_parcel(
+                        state, m["shipper"], m["time"]
+                    )
+            else:
+                consignees[key] = history.observe_outcome(state, m["outcome"])
+        out.append((m["shipper"].encode(), m))
+    return out
+
+
+def _value(view: dict[str, Any]) -> float:
+    if view.get("entry"):
+        return entry_value(view["entry"])
+    return float(view["manifest"]["declared_value"]) if view.get("manifest") else float("nan")
+
+
+def _vague(view: dict[str, Any]) -> bool:
+    rec = view.get("manifest") or view.get("entry")
+    desc = rec["description"] if "description" in rec else rec["lines"][0]["description"]
+    words = set(desc.lower().split())
+    return bool(words & VAGUE_TERMS) and len(words) <= 3
+
+
+def shipper_batch(
+    msgs: Sequence[dict[str, Any]], shippers: Table, ctx: Ctx = no_ctx
+) -> list[dict[str, Any]]:
+    """Stage 3 (keyed by shipper): attach and update the shipper's history; parcels out."""
+    parcels: list[dict[str, Any]] = []
+    for i, m in enumerate(msgs):
+        key = m["shipper"]
+        with ctx(i):
+            state = shippers.get(key)
+            if m["t"] == "parcel":
+                m["view"]["shipper_history"] = history.shipper_features(state, m["time"])
+                if m["revision"] == 1:
+                    shippers[key] = history.observe_shipper_parcel(
+                        state, _value(m["view"]), m["consignee"], _vague(m["view"]), m["time"]
+                    )
+                parcels.append(m)
+            else:
+                shippers[key] = history.observe_outcome(state, m["outcome"])
+    return parcels
+
+
+@dataclass
+class ScoreResult:
+    out: list[Outgoing]
+    flagged: list[tuple[int, str, str]]  # (index in batch, category, action)
+    event_times: list[str]
+
+
+def score_batch(
+    parcels: Sequence[dict[str, Any]], scorer: Scorer, pseudonym_key: bytes
+) -> ScoreResult:
+    """Features, model, reasons and the output records for a batch of enriched parcels."""
+    views = [ParcelView(**p["view"]) for p in parcels]  # type: ignore[typeddict-item]
+    scored = scorer.score(views)
+    reasons = scorer.reasons(views, scored)
+    sources = [Source(**p["source"], key=None) for p in parcels]
+    out = decisions_and_holds(
+        views,
+        sources,
+        [p["revision"] for p in parcels],
+        scored,
+        reasons,
+        scorer.version,
+        pseudonym_key,
+    )
+    flagged = [
+        (i, c, a)
+        for i, (c, a) in enumerate(zip(scored.categories, scored.actions, strict=True))
+        if a is not None
+    ]
+    times = [(v.get("entry") or v.get("manifest"))["event_time"] for v in views]  # type: ignore[index]
+    return ScoreResult(out, flagged, times)  # type: ignore[arg-type]
+
+
+def record_holds(
+    parcels: Sequence[dict[str, Any]],
+    flagged: Sequence[tuple[int, str, str]],
+    shippers: Table,
+    ctx: Ctx = no_ctx,
+) -> None:
+    """Count holds in the shipper's history (shown to analysts, not a model feature)."""
+    for i, _category, action in flagged:
+        if action == "hold":
+            with ctx(i):
+                key = parcels[i]["shipper"]
+                shippers[key] = history.observe_hold(shippers.get(key))
+
+
+def dead_letters(dead: Sequence[tuple[Incoming, RecordError]]) -> list[Outgoing]:
+    return [dead_letter(item.source, item.raw, err) for item, err in dead]

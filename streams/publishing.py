@@ -1,0 +1,160 @@
+"""Output records: decisions, holds and dead letters, built from a scored batch.
+
+Pure functions (no Kafka): the agent sends what these return. Decisions go to data
+scientists and auditors, so they are pseudonymised: names and addresses become keyed
+hashes (HMAC-SHA256 with a key from configuration), stable across runs so history and
+exports still join. Holds go to analysts and carry identities and reasons.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from models.features import INDEX, ParcelView, normalise_name
+from models.scoring import Scored
+from streams.records import CATEGORIES, RecordError, encode
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an input record came from: enough to find it again in Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to produce: which output ('decisions', 'holds', 'deadletter'), key, value."""
+
+    output: str
+    key: bytes
+    value: bytes
+
+
+def pseudonym(key: bytes, text: str) -> str:
+    return hmac.new(key, normalise_name(text).encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def dead_letter(src: Source, raw: bytes | None, err: RecordError) -> Outgoing:
+    """The original bytes (base64, so any bytes survive), where they came from, and why."""
+    value = {
+        "source": src.as_dict(),
+        "field": err.field,
+        "reason": err.reason,
+        "error": str(err),
+        "original_b64": base64.b64encode(raw or b"").decode(),
+        "dead_lettered_at": now_iso(),
+    }
+    return Outgoing("deadletter", src.key or b"", encode(value))
+
+
+def _party(view: ParcelView) -> Mapping[str, Any]:
+    rec = view.get("entry") or view.get("manifest")
+    assert rec is not None
+    return rec
+
+
+def _summary(party: Mapping[str, Any], history: Mapping[str, float] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": party["name"],
+        "city": party["city"],
+        "country": party["country"],
+    }
+    if history:
+        out["history"] = {
+            k: (round(v, 3) if isinstance(v, float) else v) for k, v in history.items()
+        }
+    return out
+
+
+def _num(x: float) -> float | None:
+    return None if np.isnan(x) else round(float(x), 6)
+
+
+def _scores(row: np.ndarray) -> dict[str, float]:
+    return {c: float(s) for c, s in zip(CATEGORIES, row, strict=True)}  # exact: thresholds compare
+
+
+def decisions_and_holds(
+    views: Sequence[ParcelView],
+    sources: Sequence[Source],
+    revisions: Sequence[int],
+    scored: Scored,
+    reasons: Mapping[int, list[str]],
+    model_version: str,
+    pseudonym_key: bytes,
+) -> list[Outgoing]:
+    """One decision per view, plus a hold for each flagged one."""
+    scored_at = now_iso()
+    out: list[Outgoing] = []
+    for i, view in enumerate(views):
+        rec = _party(view)
+        hawb = view["hawb"]
+        key = hawb.encode()
+        scores = _scores(scored.scores[i])
+        entry = view.get("entry")
+        event_time = rec["event_time"]
+        decision = {
+            "schema_version": 1,
+            "hawb": hawb,
+            "revision": revisions[i],
+            "source": sources[i].as_dict(),
+            "has_manifest": view.get("manifest") is not None,
+            "has_entry": entry is not None,
+            "entry_type": entry["entry_type"] if entry else None,
+            "shipper_id": pseudonym(
+                pseudonym_key, rec["shipper"]["name"] + "|" + rec["shipper"]["country"]
+            ),
+            "consignee_id": pseudonym(
+                pseudonym_key, rec["consignee"]["address"] + "|" + rec["consignee"].get("zip", "")
+            ),
+            "origin": rec["shipper"]["country"],
+            "declared_value_usd": _num(scored.features[i][INDEX["declared_value_usd"]]),
+            "scores": scores,
+            "action": scored.actions[i],
+            "category": scored.categories[i],
+            "model_version": model_version,
+            "features": [_num(x) for x in scored.features[i]],
+            "event_time": event_time,
+            "scored_at": scored_at,
+        }
+        out.append(Outgoing("decisions", key, encode(decision)))
+        if scored.actions[i] is not None:
+            hold = {
+                "schema_version": 1,
+                "hawb": hawb,
+                "revision": revisions[i],
+                "source": sources[i].as_dict(),
+                "entry_number": entry["entry_number"] if entry else None,
+                "scores": scores,
+                "category": scored.categories[i],
+                "action": scored.actions[i],
+                "reasons": reasons.get(i, []),
+                "rules": [],
+                "shipper": _summary(rec["shipper"], view.get("shipper_history")),
+                "consignee": _summary(rec["consignee"], view.get("consignee_history")),
+                "model_version": model_version,
+                "event_time": event_time,
+                "scored_at": scored_at,
+            }
+            out.append(Outgoing("holds", key, encode(hold)))
+    return out

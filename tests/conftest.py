@@ -1,0 +1,260 @@
+"""Shared fixtures: the real local Kafka broker, a trained model, worker processes.
+
+Integration tests never use a mock broker: the session starts the project's own broker
+(deploy/kafka) unless one already answers, and stops it by pid if it started it. Each test
+gets its own topic prefix and consumer group so tests do not see each other's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.settings import ROOT, Settings
+
+KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
+BROKER_SCRIPT = ROOT / "deploy" / "kafka" / "broker.py"
+
+
+def _broker(action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BROKER_SCRIPT), action, "--port", str(KAFKA_PORT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[str]:
+    """Bootstrap address of a running broker: reused if up, else started and later stopped."""
+    already = _broker("status").returncode == 0
+    if not already:
+        started = _broker("start")
+        if started.returncode != 0:
+            pytest.fail(f"could not start Kafka:\n{started.stdout}\n{started.stderr}")
+    yield f"127.0.0.1:{KAFKA_PORT}"
+    if not already:
+        _broker("stop")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real model trained on synthetic traffic, shared by the tests of one session."""
+    from models.dataset import from_generator
+    from models.synthetic import GeneratorConfig
+    from models.training import TrainConfig, train_and_save
+
+    out = tmp_path_factory.mktemp("models")
+    ds = from_generator(GeneratorConfig(seed=7), 30_000)
+    train_and_save(ds, out, TrainConfig(seed=7, max_iter=120))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def settings(kafka: str, model_dir: Path) -> Settings:
+    """Settings with a unique topic prefix and app id for this test."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        broker=kafka,
+        topic_prefix=f"t{tag}.",
+        app_id=f"parcel-risk-test-{tag}",
+        model_dir=model_dir,
+        web_port=free_port(),
+        partitions=4,
+        data_dir=model_dir.parent / f"worker-{tag}",
+    )
+
+
+class WorkerProcess:
+    """A `parcel-risk worker` subprocess, stopped by its own pid."""
+
+    def __init__(self, s: Settings, log: Path, extra_env: dict[str, str] | None = None) -> None:
+        env = {
+            **os.environ,
+            "PARCEL_RISK_BROKER": s.broker,
+            "PARCEL_RISK_TOPIC_PREFIX": s.topic_prefix,
+            "PARCEL_RISK_APP_ID": s.app_id,
+            "PARCEL_RISK_MODEL_DIR": str(s.model_dir),
+            "PARCEL_RISK_WEB_PORT": str(s.web_port),
+            "PARCEL_RISK_PARTITIONS": str(s.partitions),
+            "PARCEL_RISK_DATA_DIR": str(s.data_dir),
+            **(extra_env or {}),
+        }
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator:
+    started: list[WorkerProcess] = []
+
+    def start(s: Settings, **env: str) -> WorkerProcess:
+        w = WorkerProcess(s, tmp_path / f"worker-{len(started)}.log", env)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+async def read_all(
+    s: Settings,
+    topic_attr: str,
+    idle_s: float = 3.0,
+    expect: int | None = None,
+    timeout: float = 120.0,
+    worker: WorkerProcess | None = None,
+) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) on a topic, read until `expect` messages or `idle_s` of silence.
+
+    With `worker`, a worker that died fails the read at once, with its output.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        s.topic(topic_attr),
+        bootstrap_servers=s.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    got: list[tuple[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            if worker is not None and worker.proc.poll() is not None:
+                raise AssertionError(f"worker exited:\n{worker.output()}")
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                got.extend((m.key, m.value) for m in msgs)
+                last = time.monotonic()
+            if expect is not None and len(got) >= expect:
+                # a little longer, to catch duplicates
+                await asyncio.sleep(0.5)
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    got.extend((m.key, m.value) for m in msgs)
+                break
+            if expect is None and time.monotonic() - last > idle_s:
+                break
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def publish(s: Settings, topic_attr: str, records: list[dict]) -> None:
+    """Produce JSON records keyed by their HAWB."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for r in records:
+            await producer.send_and_wait(
+                s.topic(topic_attr), orjson.dumps(r), key=r["hawb"].encode()
+            )
+    finally:
+        await producer.stop()
+
+
+async def decisions_for(s: Settings, hawbs: set[str], timeout: float = 90.0) -> dict:
+    """Wait until every HAWB has a decision; returns hawb -> list of decisions (in order)."""
+    import orjson
+
+    deadline = time.monotonic() + timeout
+    found: dict[str, list[dict]] = {}
+    while time.monotonic() < deadline:
+        found = {}
+        for _k, v in await read_all(s, "decisions_topic", idle_s=1.0, timeout=15):
+            d = orjson.loads(v)
+            if d["hawb"] in hawbs:
+                found.setdefault(d["hawb"], []).append(d)
+        if set(found) >= hawbs:
+            return found
+        await asyncio.sleep(1.0)
+    raise AssertionError(f"no decision for {sorted(hawbs - set(found))}")
+
+
+def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float:
+    """One sample from a worker's /metrics, 0 if absent."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(
+                sample.labels.get(k) == v for k, v in (labels or {}).items()
+            ):
+                total += sample.value
+    return total
+
+
+async def eventually(predicate, timeout: float, interval: float = 0.5) -> bool:  # type: ignore[no-untyped-def]
+    """Async twin of wait_for: the predicate may be sync or return an awaitable."""
+    import inspect
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+        except OSError:  # the worker's web server is not up yet
+            result = False
+        if result:
+            return True
+        await asyncio.sleep(interval)
+    return False

@@ -1,0 +1,131 @@
+"""The stateful stages without Kafka: join, consignee and shipper history, dispositions."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+
+from models import history
+from streams.pipeline import Incoming, consignee_batch, join_batch, shipper_batch
+from streams.publishing import Source
+from streams.tables import sweep_bills
+from tests.samples import ENTRY, MANIFEST
+
+
+def _in(kind: str, rec: dict[str, Any] | bytes, offset: int = 0) -> Incoming:
+    raw = rec if isinstance(rec, bytes) else orjson.dumps(rec)
+    return Incoming(kind, Source(f"parcels.{kind}", 0, offset, b"k"), raw)
+
+
+def _through(batch: list[Incoming], bills: dict, consignees: dict, shippers: dict) -> list:
+    res = join_batch(batch, bills, 1 << 20)
+    msgs = consignee_batch([m for _, m in res.forward], consignees)
+    return shipper_batch([m for _, m in msgs], shippers)
+
+
+def test_first_record_scored_then_rescored_with_both_sides() -> None:
+    bills: dict = {}
+    res = join_batch([_in("manifest", MANIFEST)], bills, 1 << 20)
+    ((_, first),) = res.forward
+    assert first["revision"] == 1
+    assert first["view"]["entry"] is None and first["view"]["manifest"] is not None
+    res = join_batch([_in("entry", ENTRY, 1)], bills, 1 << 20)
+    ((_, second),) = res.forward
+    assert second["revision"] == 2
+    assert second["view"]["manifest"]["hawb"] == second["view"]["entry"]["hawb"]
+
+
+def test_first_seen_manifest_is_kept() -> None:
+    bills: dict = {}
+    join_batch([_in("manifest", MANIFEST)], bills, 1 << 20)
+    later = {**MANIFEST, "declared_value": 999.0, "event_time": "2025-03-01T11:00:00+00:00"}
+    res = join_batch([_in("manifest", later, 1)], bills, 1 << 20)
+    assert res.forward[0][1]["view"]["manifest"]["declared_value"] == 24.5
+    assert res.forward[0][1]["revision"] == 2
+
+
+def test_bad_records_and_unknown_dispositions_are_dead_lettered() -> None:
+    bills: dict = {}
+    disp = {
+        "schema_version": 1,
+        "event_time": "2025-03-05T00:00:00Z",
+        "hawb": "NOPE1",
+        "outcome": "seized_ipr",
+        "examined_at": "2025-03-04T10:00:00Z",
+        "analyst": "ana",
+    }
+    res = join_batch([_in("manifest", b"{oops"), _in("disposition", disp, 1)], bills, 1 << 20)
+    assert not res.forward
+    assert [e.field for _, e in res.dead] == ["record", "hawb"]
+    assert "no parcel known" in res.dead[1][1].reason
+
+
+def test_shipper_history_counts_parcels_before_this_one() -> None:
+    bills: dict = {}
+    consignees: dict = {}
+    shippers: dict = {}
+    m2 = {**MANIFEST, "hawb": "HX2", "event_time": "2025-03-02T10:00:00+00:00"}
+    parcels = _through(
+        [_in("manifest", MANIFEST), _in("manifest", m2, 1)], bills, consignees, shippers
+    )
+    assert parcels[0]["view"]["shipper_history"]["parcels"] == 0.0
+    assert parcels[1]["view"]["shipper_history"]["parcels"] == 1.0
+    assert parcels[1]["view"]["shipper_history"]["age_days"] == 1.0
+    assert parcels[1]["view"]["consignee_history"]["parcels_today"] == 0.0  # a new day
+    # the rescoring revision does not count the parcel twice
+    _through([_in("entry", ENTRY, 2)], bills, consignees, shippers)
+    key = history.shipper_key(MANIFEST["shipper"]["name"], "CN")
+    assert shippers[key]["parcels"] == 2
+
+
+def test_seizure_disposition_reaches_shipper_and_consignee_history() -> None:
+    bills: dict = {}
+    consignees: dict = {}
+    shippers: dict = {}
+    _through([_in("manifest", MANIFEST)], bills, consignees, shippers)
+    disp = {
+        "schema_version": 1,
+        "event_time": "2025-03-05T00:00:00Z",
+        "hawb": "HX12345678",
+        "outcome": "seized_narcotics",
+        "examined_at": "2025-03-04T10:00:00Z",
+        "analyst": "ana",
+    }
+    _through([_in("disposition", disp, 1)], bills, consignees, shippers)
+    m2 = {**MANIFEST, "hawb": "HX3", "event_time": "2025-03-06T10:00:00+00:00"}
+    (p,) = _through([_in("manifest", m2, 2)], bills, consignees, shippers)
+    assert p["view"]["shipper_history"]["seized_narcotics"] == 1.0
+    assert p["view"]["consignee_history"]["prior_seizures"] == 1.0
+
+
+def test_shipper_key_tolerates_case_punctuation_and_suffixes() -> None:
+    a = history.shipper_key("Shenzhen JOY Trading Co., Ltd.", "cn")
+    b = history.shipper_key("shenzhen joy", "CN")
+    assert a == b
+    assert a != history.shipper_key("shenzhen joy", "HK")
+    assert history.consignee_key("55 Elm Street, Apt 4", "73301-1234") == history.consignee_key(
+        "55 elm st apt 4", "73301"
+    )
+
+
+def test_distinct_counts_are_bounded() -> None:
+    state = None
+    for i in range(history.MAX_DISTINCT + 50):
+        state = history.observe_consignee_parcel(state, f"shipper {i}", 0.0)
+    assert len(state["shippers"]) == history.MAX_DISTINCT
+    assert history.consignee_features(state, 0.0)["parcels_today"] == history.MAX_DISTINCT + 50
+
+
+def test_expiry_sweep_forgets_old_bills() -> None:
+    class FakeTable(dict):
+        pass
+
+    bills = FakeTable()
+    join_batch([_in("manifest", MANIFEST)], bills, 1 << 20)
+    newer = copy.deepcopy(MANIFEST) | {"hawb": "HX9", "event_time": "2025-04-20T00:00:00Z"}
+    join_batch([_in("manifest", newer, 1)], bills, 1 << 20)
+    now = bills["HX9"]["last_seen"] + 5 * history.DAY
+    assert sweep_bills(bills, ttl_s=30 * history.DAY, now=now) == 1  # type: ignore[arg-type]
+    assert set(bills) == {"HX9"}
