@@ -50,9 +50,13 @@ class ParcelRiskModel(BaseEstimator):
         self.all_missing_ = np.isnan(X).all(axis=0)
         X = self._fill(X)
         cut = int(len(X) * (1.0 - self.calibration_fraction))
-        self.estimators_: list[HistGradientBoostingClassifier] = []
-        self.calibrators_: list[IsotonicRegression] = []
+        self.estimators_: list[HistGradientBoostingClassifier | None] = []
+        self.calibrators_: list[IsotonicRegression | None] = []
         for j in range(Y.shape[1]):
+            if len(np.unique(Y[:cut, j])) < 2:  # a label the data never shows: score 0
+                self.estimators_.append(None)
+                self.calibrators_.append(None)
+                continue
             clf = HistGradientBoostingClassifier(
                 max_iter=self.max_iter,
                 learning_rate=self.learning_rate,
@@ -86,6 +90,9 @@ class ParcelRiskModel(BaseEstimator):
         X = self._fill(X)
         out = np.empty((len(X), len(self.estimators_)), dtype=np.float64)
         for j, (clf, iso) in enumerate(zip(self.estimators_, self.calibrators_, strict=True)):
+            if clf is None or iso is None:
+                out[:, j] = 0.0
+                continue
             raw = clf.predict_proba(X)[:, 1]
             # isotonic steps tie many parcels; a sliver of the raw score keeps the ranking
             out[:, j] = np.clip(iso.predict(raw) + 1e-6 * raw, 0.0, 1.0)

@@ -56,7 +56,8 @@ def _distribution_plot(Y: np.ndarray, S: np.ndarray, labels: Sequence[str], path
     for ax, j, lab in zip(np.atleast_1d(axes), range(len(labels)), labels, strict=True):
         s = np.clip(S[:, j], 1e-6, 1.0)
         ax.hist(s[Y[:, j] == 0], bins=bins, alpha=0.6, density=True, label="clean")
-        ax.hist(s[Y[:, j] == 1], bins=bins, alpha=0.6, density=True, label=lab)
+        if (Y[:, j] == 1).any():
+            ax.hist(s[Y[:, j] == 1], bins=bins, alpha=0.6, density=True, label=lab)
         ax.set(xscale="log", title=f"{lab}: scores", xlabel="score")
         ax.legend()
     fig.tight_layout()

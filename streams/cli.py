@@ -157,8 +157,19 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _load_data(path: Path, mapping: str | None) -> object:
+    """Our labelled JSONL, or another schema's table through a mapping file."""
+    if mapping:
+        from models.mapping import load_mapped
+
+        return load_mapped(path, Path(mapping))
+    from models.dataset import read_jsonl
+
+    return read_jsonl(path)
+
+
 def cmd_train(a: argparse.Namespace) -> int:
-    from models.dataset import from_generator, read_jsonl
+    from models.dataset import from_generator
     from models.synthetic import GeneratorConfig
     from models.training import TrainConfig, train_and_save
 
@@ -173,7 +184,11 @@ def cmd_train(a: argparse.Namespace) -> int:
         if not path.exists():
             err.print(f"[red]error:[/] no such file: {path}")
             return 2
-        ds = read_jsonl(path)
+        try:
+            ds = _load_data(path, a.mapping)
+        except ValueError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            return 2
     else:
         err.print(f"no --data: training on {a.synthetic:,} synthetic parcels (seed {a.seed})")
         ds = from_generator(GeneratorConfig(seed=a.seed), a.synthetic)
@@ -203,7 +218,6 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from models.dataset import read_jsonl
     from models.evaluation import evaluate_scores
     from models.features import build_features
     from models.registry import ArtifactError, load
@@ -223,7 +237,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if not Path(a.data).exists():
         err.print(f"[red]error:[/] no such file: {a.data}")
         return 2
-    ds = read_jsonl(Path(a.data))
+    try:
+        ds = _load_data(Path(a.data), a.mapping)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
     ds = ds.subset(np.flatnonzero(ds.final))  # one row per bill: its last revision
     X = ds.X if ds.X is not None else build_features(ds.views, artifact.references)
     scores = artifact.model.predict_proba(X)
@@ -376,6 +394,17 @@ def cmd_run(a: argparse.Namespace) -> int:
     from streams.topics import ensure_topics
 
     s = _settings(a)
+    broker = [sys.executable, str(ROOT / "deploy" / "kafka" / "broker.py")]
+    port = s.bootstrap.rsplit(":", 1)[-1]
+    ours = (
+        s.bootstrap.startswith("127.0.0.1:")
+        and subprocess.run(
+            [*broker, "status", "--port", port], capture_output=True, check=False
+        ).returncode
+        != 0
+    )
+    if ours:
+        subprocess.run([*broker, "start", "--port", port], check=True)
     asyncio.run(ensure_topics(s))
     logs = ROOT / ".local" / "logs"
     worker = _spawn(["worker"], logs / "worker.log")
@@ -402,6 +431,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         for proc in (feed, worker):
             _stop(proc)
         err.print("stopped the worker and the feed")
+        if ours:
+            subprocess.run([*broker, "stop", "--port", port], check=False)
     return 0
 
 
@@ -436,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tr = sub.add_parser("train", help="train a model artifact")
     tr.add_argument("--data", help="labelled JSONL (generate --dataset, or export)")
+    tr.add_argument("--mapping", help="TOML column mapping for a table in another schema")
     tr.add_argument("--out", help="artifact folder (default: the model dir)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument(
@@ -455,6 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev = sub.add_parser("evaluate", help="measure a model on labelled data; write a report")
     ev.add_argument("--model", required=True, help="a version id or an artifact folder")
     ev.add_argument("--data", required=True, help="labelled JSONL")
+    ev.add_argument("--mapping", help="TOML column mapping for a table in another schema")
     ev.add_argument("--out", required=True, help="folder for report.md and plots")
     ev.set_defaults(func=cmd_evaluate)
 

@@ -1,0 +1,184 @@
+"""Bring your own data: another schema's table mapped onto parcel views.
+
+A data scientist with declaration data in their own layout (CSV, Parquet or JSONL) writes
+a small TOML mapping from our fields to their columns; each row becomes a parcel view and
+goes through the same `build_features`, training and evaluation as our own data. Shipper
+and consignee history is replayed in time order with the same history functions as the
+worker. Example:
+
+    [columns]
+    time = "declaration_date"        # required: ISO 8601 date or time
+    id = "declaration_id"            # required
+    declared_value = "cif_value_usd" # required
+    weight_kg = "gross_weight"
+    hts = "hs6"
+    description = "goods_description"
+    origin = "origin_country"        # ISO alpha-2
+    shipper = "exporter_name"
+    consignee = "importer_address"
+    quantity = "quantity"
+    value_at_stake = "duty_usd"      # Revenue@n% uses it; default: declared_value
+
+    [labels]                         # our label = their 0/1 column; omit what you lack
+    undervaluation = "fraud"
+    counterfeit = "ipr_seizure"
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import tomllib
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from models import history
+from models.dataset import LabelledSet
+from models.features import ParcelView
+from streams.records import CATEGORIES
+
+REQUIRED = ("time", "id", "declared_value")
+KNOWN = (
+    *REQUIRED,
+    "weight_kg",
+    "hts",
+    "description",
+    "origin",
+    "shipper",
+    "consignee",
+    "quantity",
+    "value_at_stake",
+)
+
+
+class MappingError(ValueError):
+    """A mapping file or table that cannot be used, said in one line."""
+
+
+def load_mapping(path: Path) -> dict[str, Any]:
+    try:
+        m = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise MappingError(f"{path}: {exc}") from None
+    cols, labels = m.get("columns", {}), m.get("labels", {})
+    missing = [k for k in REQUIRED if k not in cols]
+    if missing:
+        raise MappingError(f"{path}: [columns] lacks {', '.join(missing)}")
+    unknown = set(cols) - set(KNOWN)
+    if unknown:
+        raise MappingError(f"{path}: unknown [columns] {sorted(unknown)}; known: {KNOWN}")
+    bad = set(labels) - set(CATEGORIES)
+    if bad or not labels:
+        raise MappingError(f"{path}: [labels] must map some of {CATEGORIES}, got {sorted(labels)}")
+    return {"columns": cols, "labels": labels}
+
+
+def _rows(path: Path) -> Iterator[Mapping[str, Any]]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="") as f:
+            yield from csv.DictReader(f)
+    elif suffix in (".jsonl", ".json"):
+        with path.open("rb") as f:
+            for line in f:
+                if line.strip():
+                    yield orjson.loads(line)
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+    else:
+        raise MappingError(f"{path}: unsupported format {suffix!r} (csv, jsonl, parquet)")
+
+
+def _num(v: Any) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return x if math.isfinite(x) else math.nan
+
+
+def _time(v: Any) -> float:
+    s = str(v)
+    return datetime.fromisoformat(s if len(s) > 10 else s + "T00:00:00+00:00").timestamp()
+
+
+def load_mapped(data: Path, mapping: Path) -> LabelledSet:
+    """Their table -> our labelled parcel views (manifest-like), history replayed in order."""
+    m = load_mapping(mapping)
+    cols, labels = m["columns"], m["labels"]
+    raw = list(_rows(data))
+    if not raw:
+        raise MappingError(f"{data}: no rows")
+    absent = [c for c in list(cols.values()) + list(labels.values()) if c not in raw[0]]
+    if absent:
+        raise MappingError(f"{data}: no column(s) {absent} (first row has {sorted(raw[0])})")
+
+    def get(r: Mapping[str, Any], field: str, default: Any = "") -> Any:
+        col = cols.get(field)
+        return r.get(col, default) if col else default
+
+    try:
+        times = np.array([_time(get(r, "time")) for r in raw])
+    except ValueError as exc:
+        raise MappingError(f"{data}: time column: {exc}") from None
+    order = np.argsort(times, kind="stable")
+    shippers: dict[str, Any] = {}
+    consignees: dict[str, Any] = {}
+    ids, views, ys, values = [], [], [], []
+    for i in order:
+        r = raw[i]
+        t = times[i]
+        value = _num(get(r, "declared_value"))
+        origin = str(get(r, "origin", "")).upper()[:2] or "ZZ"
+        shipper_name = str(get(r, "shipper", "")) or "unknown"
+        consignee_addr = str(get(r, "consignee", "")) or "unknown"
+        skey = history.shipper_key(shipper_name, origin)
+        ckey = history.consignee_key(consignee_addr, "")
+        manifest = {
+            "hawb": str(get(r, "id")),
+            "event_time": "",
+            "description": str(get(r, "description")),
+            "weight_kg": _num(get(r, "weight_kg", math.nan)),
+            "declared_value": value,
+            "currency": "USD",
+            "pieces": _num(get(r, "quantity", 1)) or 1,
+            "hts": "".join(ch for ch in str(get(r, "hts")) if ch.isdigit()) or None,
+            "shipper": {"name": shipper_name, "address": "", "city": "", "country": origin},
+            "consignee": {
+                "name": consignee_addr,
+                "address": consignee_addr,
+                "city": "",
+                "country": "US",
+            },
+        }
+        views.append(
+            ParcelView(
+                hawb=manifest["hawb"],
+                manifest=manifest,
+                entry=None,
+                shipper_history=history.shipper_features(shippers.get(skey), t),
+                consignee_history=history.consignee_features(consignees.get(ckey), t),
+            )
+        )
+        shippers[skey] = history.observe_shipper_parcel(shippers.get(skey), value, ckey, False, t)
+        consignees[ckey] = history.observe_consignee_parcel(consignees.get(ckey), skey, t)
+        ids.append(manifest["hawb"])
+        ys.append([int(_num(r.get(labels[c], 0)) > 0) if c in labels else 0 for c in CATEGORIES])
+        at_stake = _num(get(r, "value_at_stake", value))
+        values.append(0.0 if math.isnan(at_stake) else at_stake)
+    return LabelledSet(
+        ids,
+        views,
+        np.asarray(ys, dtype=np.int8),
+        times[order],
+        np.asarray(values),
+        np.ones(len(ids), dtype=bool),
+        f"{data} via {mapping}",
+    )
