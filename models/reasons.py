@@ -77,9 +77,10 @@ def _vpk(row: np.ndarray, view: ParcelView, refs: References) -> str:
     code = _code(view)
     median = math.exp(refs.median_log_vpk(code))
     ratio = median / vpk if vpk > 0 else math.inf
+    what = f"HS {code[:4]}" if code else "parcels of unknown HS code"
     if ratio >= 1:
-        return f"declared ${vpk:,.2f}/kg, {ratio:,.0f}x below the median for HS {code[:4]}"
-    return f"declared ${vpk:,.2f}/kg, {1 / ratio:,.0f}x above the median for HS {code[:4]}"
+        return f"declared ${vpk:,.2f}/kg, {ratio:,.0f}x below the median for {what}"
+    return f"declared ${vpk:,.2f}/kg, {1 / ratio:,.0f}x above the median for {what}"
 
 
 def _mismatch_value(row: np.ndarray, view: ParcelView, refs: References) -> str:
@@ -186,7 +187,23 @@ TEMPLATES: dict[str, Callable[[np.ndarray, ParcelView, References], str]] = {
     "consignee_prior_seizures": _count(
         "consignee had {x:.0f} prior seizures", "consignee_prior_seizures"
     ),
-    "entry_type": _count("entry type code {x:.0f}", "entry_type"),
+    "manifest_value_usd": _threshold,
+    "desc_words": _flag("terse description '{desc}'", "desc_words", 1.0),
+    "has_entry": _flag("no entry filed yet (manifest only)", "has_entry", 0.0),
+    "has_manifest": _flag("entry without a carrier manifest", "has_manifest", 0.0),
+    "hs_known": _flag("HS code not in the HS 2022 nomenclature", "hs_known", 0.0),
+    "has_listing_url": _flag("no marketplace listing given", "has_listing_url", 0.0),
+    "deliver_to_differs": _flag(
+        "final delivery address differs from the consignee's", "deliver_to_differs"
+    ),
+    "weight_kg": _count("declared weight {x:.2f} kg", "weight_kg"),
+    "log_unit_value": lambda row, view, refs: (
+        f"unit value ${math.exp(_v(row, 'log_unit_value')):,.2f}"
+        if not math.isnan(_v(row, "log_unit_value"))
+        else ""
+    ),
+    "consignee_parcels": _count("consignee has received {x:.0f} parcels", "consignee_parcels"),
+    "shipper_value_mean": _count("shipper's parcels average ${x:,.2f}", "shipper_value_mean"),
 }
 
 
@@ -198,5 +215,4 @@ def describe(name: str, row: np.ndarray, view: ParcelView, refs: References) -> 
             return template(row, view, refs)
         except (ValueError, OverflowError, KeyError, IndexError):
             pass
-    x = _v(row, name)
-    return "" if math.isnan(x) else f"{name.replace('_', ' ')} = {x:g}"
+    return ""  # a feature with nothing to say in plain words is not listed as a reason

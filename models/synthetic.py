@@ -72,60 +72,255 @@ class Label:
 
 # chapter -> typical value per kg (USD) and weight median (kg) for e-commerce parcels
 CHAPTERS: dict[str, tuple[float, float]] = {
-    "09": (30, 0.3), "21": (15, 0.5), "33": (45, 0.3), "34": (15, 0.6), "39": (10, 0.5),
-    "42": (60, 0.7), "49": (12, 0.4), "61": (40, 0.4), "62": (45, 0.5), "63": (12, 0.8),
-    "64": (35, 0.9), "65": (25, 0.3), "71": (150, 0.1), "73": (8, 1.0), "82": (15, 0.6),
-    "83": (12, 0.4), "84": (50, 1.5), "85": (80, 0.5), "90": (100, 0.2), "91": (250, 0.15),
-    "94": (15, 1.5), "95": (20, 0.6), "96": (10, 0.3),
+    "09": (30, 0.3),
+    "21": (15, 0.5),
+    "33": (45, 0.3),
+    "34": (15, 0.6),
+    "39": (10, 0.5),
+    "42": (60, 0.7),
+    "49": (12, 0.4),
+    "61": (40, 0.4),
+    "62": (45, 0.5),
+    "63": (12, 0.8),
+    "64": (35, 0.9),
+    "65": (25, 0.3),
+    "71": (150, 0.1),
+    "73": (8, 1.0),
+    "82": (15, 0.6),
+    "83": (12, 0.4),
+    "84": (50, 1.5),
+    "85": (80, 0.5),
+    "90": (100, 0.2),
+    "91": (250, 0.15),
+    "94": (15, 1.5),
+    "95": (20, 0.6),
+    "96": (10, 0.3),
 }
-COUNTERFEIT_CODES = ("420221", "420222", "420231", "640411", "640399", "610910", "611020",
-                     "620342", "711319", "711719", "910211", "910111", "851762", "851830",
-                     "330300", "330499", "900410", "950300")
+COUNTERFEIT_CODES = (
+    "420221",
+    "420222",
+    "420231",
+    "640411",
+    "640399",
+    "610910",
+    "611020",
+    "620342",
+    "711319",
+    "711719",
+    "910211",
+    "910111",
+    "851762",
+    "851830",
+    "330300",
+    "330499",
+    "900410",
+    "950300",
+)
 PRESS_CODES = ("847989", "847990")
 PRECURSOR_CODES = ("293339", "293331", "293332")
-COVER_CODES = {"170490": "herbal candy", "392690": "plastic decorations",
-               "420292": "sticker storage bag", "210690": "vitamins",
-               "330499": "cosmetic sample", "090240": "tea sample"}
-BRANDS = ("NIKE", "ADIDAS", "GUCCI", "LOUIS VUITTON", "ROLEX", "CHANEL", "APPLE", "BEATS",
-          "RAY-BAN", "PANDORA", "MICHAEL KORS", "LEGO")
-BRAND_WORD = {"42": "designer handbag", "64": "sneakers", "61": "shirt", "62": "jacket",
-              "71": "bracelet", "91": "luxury watch", "85": "earphones", "33": "perfume",
-              "90": "sunglasses", "95": "toy set"}
+COVER_CODES = {
+    "170490": "herbal candy",
+    "392690": "plastic decorations",
+    "420292": "sticker storage bag",
+    "210690": "vitamins",
+    "330499": "cosmetic sample",
+    "090240": "tea sample",
+}
+BRANDS = (
+    "NIKE",
+    "ADIDAS",
+    "GUCCI",
+    "LOUIS VUITTON",
+    "ROLEX",
+    "CHANEL",
+    "APPLE",
+    "BEATS",
+    "RAY-BAN",
+    "PANDORA",
+    "MICHAEL KORS",
+    "LEGO",
+)
+BRAND_WORD = {
+    "42": "designer handbag",
+    "64": "sneakers",
+    "61": "shirt",
+    "62": "jacket",
+    "71": "bracelet",
+    "91": "luxury watch",
+    "85": "earphones",
+    "33": "perfume",
+    "90": "sunglasses",
+    "95": "toy set",
+}
 VAGUE = ("gift", "daily necessities", "accessories", "parts", "sample", "apparel", "goods")
-ORIGINS = (("CN", 0.55), ("HK", 0.15), ("VN", 0.04), ("IN", 0.04), ("TR", 0.03),
-           ("KR", 0.03), ("JP", 0.03), ("GB", 0.03), ("DE", 0.03), ("TW", 0.03),
-           ("TH", 0.02), ("US", 0.01), ("IT", 0.01), ("FR", 0.0))
-AIRPORTS = {"CN": ("PVG", "CAN", "SZX", "PEK", "CGO"), "HK": ("HKG",), "VN": ("SGN", "HAN"),
-            "IN": ("BOM", "DEL"), "TR": ("IST",), "KR": ("ICN",), "JP": ("NRT", "KIX"),
-            "GB": ("LHR",), "DE": ("FRA", "LEJ"), "TW": ("TPE",), "TH": ("BKK",),
-            "US": ("JFK",), "IT": ("MXP",), "FR": ("CDG",)}
-CITIES = {"CN": ("Shenzhen", "Guangzhou", "Yiwu", "Hangzhou", "Dongguan", "Ningbo"),
-          "HK": ("Hong Kong", "Kowloon"), "VN": ("Ho Chi Minh City", "Hanoi"),
-          "IN": ("Mumbai", "Delhi"), "TR": ("Istanbul",), "KR": ("Seoul", "Incheon"),
-          "JP": ("Tokyo", "Osaka"), "GB": ("London", "Manchester"),
-          "DE": ("Hamburg", "Leipzig"), "TW": ("Taipei",), "TH": ("Bangkok",),
-          "US": ("New York",), "IT": ("Milan",), "FR": ("Paris",)}
-CARRIERS = (("784", "CZ"), ("999", "CA"), ("160", "CX"), ("297", "CI"), ("180", "KE"),
-            ("020", "LH"), ("176", "EK"), ("023", "FX"), ("406", "5X"))
+ORIGINS = (
+    ("CN", 0.55),
+    ("HK", 0.15),
+    ("VN", 0.04),
+    ("IN", 0.04),
+    ("TR", 0.03),
+    ("KR", 0.03),
+    ("JP", 0.03),
+    ("GB", 0.03),
+    ("DE", 0.03),
+    ("TW", 0.03),
+    ("TH", 0.02),
+    ("US", 0.01),
+    ("IT", 0.01),
+    ("FR", 0.0),
+)
+AIRPORTS = {
+    "CN": ("PVG", "CAN", "SZX", "PEK", "CGO"),
+    "HK": ("HKG",),
+    "VN": ("SGN", "HAN"),
+    "IN": ("BOM", "DEL"),
+    "TR": ("IST",),
+    "KR": ("ICN",),
+    "JP": ("NRT", "KIX"),
+    "GB": ("LHR",),
+    "DE": ("FRA", "LEJ"),
+    "TW": ("TPE",),
+    "TH": ("BKK",),
+    "US": ("JFK",),
+    "IT": ("MXP",),
+    "FR": ("CDG",),
+}
+CITIES = {
+    "CN": ("Shenzhen", "Guangzhou", "Yiwu", "Hangzhou", "Dongguan", "Ningbo"),
+    "HK": ("Hong Kong", "Kowloon"),
+    "VN": ("Ho Chi Minh City", "Hanoi"),
+    "IN": ("Mumbai", "Delhi"),
+    "TR": ("Istanbul",),
+    "KR": ("Seoul", "Incheon"),
+    "JP": ("Tokyo", "Osaka"),
+    "GB": ("London", "Manchester"),
+    "DE": ("Hamburg", "Leipzig"),
+    "TW": ("Taipei",),
+    "TH": ("Bangkok",),
+    "US": ("New York",),
+    "IT": ("Milan",),
+    "FR": ("Paris",),
+}
+CARRIERS = (
+    ("784", "CZ"),
+    ("999", "CA"),
+    ("160", "CX"),
+    ("297", "CI"),
+    ("180", "KE"),
+    ("020", "LH"),
+    ("176", "EK"),
+    ("023", "FX"),
+    ("406", "5X"),
+)
 PORTS = ("4701", "2720", "3901", "5206", "1704", "3126", "4601", "2704")
 FILERS = ("AB1", "9XK", "EZ3", "M7P", "K2D", "Q4L")
-US_PLACES = (("Austin", "TX", "73301"), ("Houston", "TX", "77002"), ("Miami", "FL", "33101"),
-             ("Orlando", "FL", "32801"), ("Brooklyn", "NY", "11201"), ("Chicago", "IL", "60601"),
-             ("Los Angeles", "CA", "90001"), ("San Jose", "CA", "95112"),
-             ("Phoenix", "AZ", "85001"), ("Seattle", "WA", "98101"), ("Denver", "CO", "80202"),
-             ("Atlanta", "GA", "30303"), ("Columbus", "OH", "43004"), ("Newark", "NJ", "07102"))
-FIRST = ("Maria", "James", "Wei", "Olivia", "Jose", "Aisha", "Liam", "Emma", "Noah", "Sofia",
-         "Daniel", "Grace", "Ahmed", "Chloe", "Lucas", "Mia", "Ethan", "Ava", "Mateo", "Zoe")
-LAST = ("Lopez", "Smith", "Chen", "Johnson", "Garcia", "Khan", "Brown", "Nguyen", "Davis",
-        "Martinez", "Wilson", "Patel", "Kim", "Taylor", "Anderson", "Thomas", "Moore", "Lee")
-STREETS = ("Elm", "Oak", "Maple", "Pine", "Cedar", "Main", "Park", "Lake", "Hill", "Sunset",
-           "River", "Washington", "Lincoln", "Jackson", "Highland", "Church")
+US_PLACES = (
+    ("Austin", "TX", "73301"),
+    ("Houston", "TX", "77002"),
+    ("Miami", "FL", "33101"),
+    ("Orlando", "FL", "32801"),
+    ("Brooklyn", "NY", "11201"),
+    ("Chicago", "IL", "60601"),
+    ("Los Angeles", "CA", "90001"),
+    ("San Jose", "CA", "95112"),
+    ("Phoenix", "AZ", "85001"),
+    ("Seattle", "WA", "98101"),
+    ("Denver", "CO", "80202"),
+    ("Atlanta", "GA", "30303"),
+    ("Columbus", "OH", "43004"),
+    ("Newark", "NJ", "07102"),
+)
+FIRST = (
+    "Maria",
+    "James",
+    "Wei",
+    "Olivia",
+    "Jose",
+    "Aisha",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Sofia",
+    "Daniel",
+    "Grace",
+    "Ahmed",
+    "Chloe",
+    "Lucas",
+    "Mia",
+    "Ethan",
+    "Ava",
+    "Mateo",
+    "Zoe",
+)
+LAST = (
+    "Lopez",
+    "Smith",
+    "Chen",
+    "Johnson",
+    "Garcia",
+    "Khan",
+    "Brown",
+    "Nguyen",
+    "Davis",
+    "Martinez",
+    "Wilson",
+    "Patel",
+    "Kim",
+    "Taylor",
+    "Anderson",
+    "Thomas",
+    "Moore",
+    "Lee",
+)
+STREETS = (
+    "Elm",
+    "Oak",
+    "Maple",
+    "Pine",
+    "Cedar",
+    "Main",
+    "Park",
+    "Lake",
+    "Hill",
+    "Sunset",
+    "River",
+    "Washington",
+    "Lincoln",
+    "Jackson",
+    "Highland",
+    "Church",
+)
 STREET_TYPES = ("St", "Ave", "Rd", "Dr", "Ln", "Blvd", "Ct")
 FAKE_NAMES = ("Test Test", "AAA", "John123", "X", "Customer", "Mr Buyer")
-WORDS = ("Bright", "Joy", "Star", "Golden", "Quick", "Honest", "Harmony", "Lucky", "Sun",
-         "Dragon", "Ocean", "Peak", "Smart", "Happy", "Evergreen", "Unity", "Prime", "Jade")
-SUFFIXES = ("Trading Co Ltd", "Technology Co Ltd", "E-commerce Ltd", "Industrial Co",
-            "Store", "International Ltd", "Supply Chain Co")
+WORDS = (
+    "Bright",
+    "Joy",
+    "Star",
+    "Golden",
+    "Quick",
+    "Honest",
+    "Harmony",
+    "Lucky",
+    "Sun",
+    "Dragon",
+    "Ocean",
+    "Peak",
+    "Smart",
+    "Happy",
+    "Evergreen",
+    "Unity",
+    "Prime",
+    "Jade",
+)
+SUFFIXES = (
+    "Trading Co Ltd",
+    "Technology Co Ltd",
+    "E-commerce Ltd",
+    "Industrial Co",
+    "Store",
+    "International Ltd",
+    "Supply Chain Co",
+)
 MARKETPLACES = ("ShopFast", "BuyNow Global", "DealHub", "MegaMart Online")
 
 
@@ -181,8 +376,9 @@ class TrafficGenerator:
         for i, c in enumerate(self.codes):
             self.by_chapter.setdefault(c[:2], []).append(i)  # type: ignore[attr-defined]
         self.by_chapter = {k: np.array(v) for k, v in self.by_chapter.items()}
-        self.counterfeit_idx = np.array([self.code_index[c] for c in COUNTERFEIT_CODES
-                                         if c in self.code_index])
+        self.counterfeit_idx = np.array(
+            [self.code_index[c] for c in COUNTERFEIT_CODES if c in self.code_index]
+        )
 
     def _build_shippers(self) -> None:
         rng, c = self.rng, self.c
@@ -196,8 +392,11 @@ class TrafficGenerator:
         self.shippers: list[_Shipper] = []
         # bad actors: in the long tail, not among the giants; recruited until their share of
         # volume lets them carry about half of each risk at a 40% risky rate
-        risks = {"fentanyl": c.fentanyl_rate, "counterfeit": c.counterfeit_rate,
-                 "undervaluation": c.undervaluation_rate}
+        risks = {
+            "fentanyl": c.fentanyl_rate,
+            "counterfeit": c.counterfeit_rate,
+            "undervaluation": c.undervaluation_rate,
+        }
         kept = 1.0 - 5 * c.label_noise  # label noise drops some positives: plant a little more
         bad_of = np.full(n, None, dtype=object)
         pool = rng.permutation(np.arange(50, n))
@@ -221,32 +420,52 @@ class TrafficGenerator:
             city = _pick(rng, CITIES[country])
             if residential:
                 name = f"{_pick(rng, FIRST)} {_pick(rng, LAST)}"
-                address = f"Room {rng.integers(100, 2999)}, {rng.integers(1, 300)} " \
-                          f"{_pick(rng, STREETS)} Road"
+                address = (
+                    f"Room {rng.integers(100, 2999)}, {rng.integers(1, 300)} "
+                    f"{_pick(rng, STREETS)} Road"
+                )
             else:
-                name = f"{city.split()[0]} {_pick(rng, WORDS)} {_pick(rng, WORDS)} " \
-                       f"{_pick(rng, SUFFIXES)}"
+                name = (
+                    f"{city.split()[0]} {_pick(rng, WORDS)} {_pick(rng, WORDS)} "
+                    f"{_pick(rng, SUFFIXES)}"
+                )
                 address = f"{rng.integers(1, 999)} {_pick(rng, WORDS)} Industrial Park"
             home = rng.choice(chapters, size=int(rng.integers(1, 4)), replace=False)
-            products = np.concatenate([
-                rng.choice(self.by_chapter[h], size=min(6, len(self.by_chapter[h])),
-                           replace=False) for h in home
-            ])
-            self.shippers.append(_Shipper(
-                name=name, address=address, city=city, country=country,
-                airport=_pick(rng, AIRPORTS[country]), products=products,
-                price=float(rng.lognormal(0.0, 0.3)),
-                start=float(rng.random() * 0.6) if (bad or rng.random() < 0.3) else 0.0,
-                bad=bad, residential=residential,
-            ))
+            products = np.concatenate(
+                [
+                    rng.choice(
+                        self.by_chapter[h], size=min(6, len(self.by_chapter[h])), replace=False
+                    )
+                    for h in home
+                ]
+            )
+            self.shippers.append(
+                _Shipper(
+                    name=name,
+                    address=address,
+                    city=city,
+                    country=country,
+                    airport=_pick(rng, AIRPORTS[country]),
+                    products=products,
+                    # discount sellers price everything far below the usual, legitimately: a
+                    # low value per kg alone must not give undervaluation away
+                    price=float(rng.uniform(0.03, 0.2))
+                    if rng.random() < 0.1 and not bad
+                    else float(rng.lognormal(0.0, 0.3)),
+                    start=float(rng.random() * 0.6) if (bad or rng.random() < 0.3) else 0.0,
+                    bad=bad,
+                    residential=residential,
+                )
+            )
         # risky parcel probability for bad actors, so that about half of each risk's
         # parcels come from them and half from everyone (opportunists, one-offs)
         active = 1.0 - np.array([sh.start for sh in self.shippers])
         self.bad_p: dict[str, float] = {}
         for risk, rate in risks.items():
             mask = bad_of == risk
-            share = float((self.shipper_p[mask] * active[mask]).sum() / (self.shipper_p *
-                                                                         active).sum())
+            share = float(
+                (self.shipper_p[mask] * active[mask]).sum() / (self.shipper_p * active).sum()
+            )
             self.bad_p[risk] = min(0.8, 0.5 * rate / kept / max(share, 1e-9))
         self.background = {risk: 0.5 * rate / kept for risk, rate in risks.items()}
         self.cum_p = np.cumsum(self.shipper_p)
@@ -264,10 +483,15 @@ class TrafficGenerator:
         name = f"{FIRST[int(r.integers(0, len(FIRST)))]} {LAST[int(r.integers(0, len(LAST)))]}"
         if fake:
             name = FAKE_NAMES[int(rng.integers(0, len(FAKE_NAMES)))]
-        return {"name": name,
-                "address": f"{int(r.integers(1, 9999))} {STREETS[int(r.integers(0, 16))]} "
-                           f"{STREET_TYPES[int(r.integers(0, 7))]}",
-                "city": city, "state": state, "zip": zip_code, "country": "US"}
+        return {
+            "name": name,
+            "address": f"{int(r.integers(1, 9999))} {STREETS[int(r.integers(0, 16))]} "
+            f"{STREET_TYPES[int(r.integers(0, 7))]}",
+            "city": city,
+            "state": state,
+            "zip": zip_code,
+            "country": "US",
+        }
 
     def _risk(self, sh: _Shipper) -> str | None:
         rng = self.rng
@@ -315,8 +539,11 @@ class TrafficGenerator:
             price *= float(rng.uniform(0.15, 0.5)) if not mimic else float(rng.uniform(0.5, 1))
             if rng.random() < (0.2 if mimic else 0.55):
                 word = BRAND_WORD.get(self.codes[p_idx][:2], "item")
-                desc = f"{_pick(rng, BRANDS)} {word}" if rng.random() < 0.6 else \
-                    f"{_pick(rng, BRANDS)} style {word}"
+                desc = (
+                    f"{_pick(rng, BRANDS)} {word}"
+                    if rng.random() < 0.6
+                    else f"{_pick(rng, BRANDS)} style {word}"
+                )
         elif risk is None and rng.random() < 0.002:  # legit industrial machine parts
             p_idx = self.code_index[_pick(rng, PRESS_CODES)]
             business_consignee, price = True, price * 3
@@ -329,8 +556,9 @@ class TrafficGenerator:
         if desc is None:
             desc = self.descs[p_idx] if rng.random() > 0.08 else _pick(rng, VAGUE)
         weight = float(np.clip(self.wmed[p_idx] * rng.lognormal(0, 0.6), 0.05, 60.0))
-        true_value = float(np.clip(self.vpk[p_idx] * price * weight * rng.lognormal(0, 0.5),
-                                   1.0, 20_000.0))
+        true_value = float(
+            np.clip(self.vpk[p_idx] * price * weight * rng.lognormal(0, 0.5), 1.0, 20_000.0)
+        )
         manifest_value = entry_value = true_value
         if risk == "undervaluation":
             structuring = rng.random() < 0.25
@@ -351,16 +579,21 @@ class TrafficGenerator:
         if business_consignee:
             consignee["name"] = f"{_pick(rng, WORDS)} {_pick(rng, ['LLC', 'Inc', 'Corp'])}"
         hawb = self._hawb(i)
-        events = self._records(i, hawb, t, sh, consignee, code, desc, weight,
-                               manifest_value, entry_value)
+        events = self._records(
+            i, hawb, t, sh, consignee, code, desc, weight, manifest_value, entry_value
+        )
         flags = {k: int(risk == k) for k in CATEGORY_NAMES}
         if risk and rng.random() < c.label_noise * 5:  # an exam that missed it
             flags[risk] = 0
         elif not risk and rng.random() < c.label_noise * 0.05:  # a finding on a clean one
             flags[_pick(rng, CATEGORY_NAMES)] = 1
-        label = Label(hawb=hawb, event_time=min(e.event_time for e in events).isoformat(),
-                      true_value_usd=round(true_value, 2),
-                      declared_value_usd=round(entry_value, 2), **flags)
+        label = Label(
+            hawb=hawb,
+            event_time=min(e.event_time for e in events).isoformat(),
+            true_value_usd=round(true_value, 2),
+            declared_value_usd=round(entry_value, 2),
+            **flags,
+        )
         return events, label
 
     def _hawb(self, i: int) -> str:
@@ -372,26 +605,43 @@ class TrafficGenerator:
             out = digits[r] + out
         return out[-12:]
 
-    def _records(self, i: int, hawb: str, t: datetime, sh: _Shipper, consignee: dict,
-                 code: str, desc: str, weight: float, manifest_value: float,
-                 entry_value: float) -> list[Event]:
+    def _records(
+        self,
+        i: int,
+        hawb: str,
+        t: datetime,
+        sh: _Shipper,
+        consignee: dict,
+        code: str,
+        desc: str,
+        weight: float,
+        manifest_value: float,
+        entry_value: float,
+    ) -> list[Event]:
         rng, c = self.rng, self.c
         prefix, carrier = CARRIERS[(i // 200) % len(CARRIERS)]
         serial = f"{(i // 200) % 10_000_000:07d}"
         mawb = prefix + serial + str(mawb_check_digit(serial))
         port = PORTS[(i // 200) % len(PORTS)]
-        shipper = {"name": sh.name, "address": sh.address, "city": sh.city,
-                   "country": sh.country}
+        shipper = {"name": sh.name, "address": sh.address, "city": sh.city, "country": sh.country}
         out: list[Event] = []
         manifest_t = t
         manifest: dict[str, Any] = {
-            "schema_version": 1, "event_time": manifest_t.isoformat(), "hawb": hawb,
-            "mawb": mawb, "carrier": carrier, "flight": f"{carrier}{100 + (i // 200) % 800}",
-            "origin_airport": sh.airport, "arrival_port": port,
-            "arrival_date": (t + timedelta(hours=14)).date().isoformat(), "shipper": shipper,
-            "consignee": consignee, "description": desc,
+            "schema_version": 1,
+            "event_time": manifest_t.isoformat(),
+            "hawb": hawb,
+            "mawb": mawb,
+            "carrier": carrier,
+            "flight": f"{carrier}{100 + (i // 200) % 800}",
+            "origin_airport": sh.airport,
+            "arrival_port": port,
+            "arrival_date": (t + timedelta(hours=14)).date().isoformat(),
+            "shipper": shipper,
+            "consignee": consignee,
+            "description": desc,
             "pieces": int(rng.integers(1, 4)) if rng.random() < 0.2 else 1,
-            "weight_kg": round(weight, 3), "declared_value": round(manifest_value, 2),
+            "weight_kg": round(weight, 3),
+            "declared_value": round(manifest_value, 2),
             "currency": "USD",
         }
         if rng.random() < 0.6:
@@ -401,37 +651,86 @@ class TrafficGenerator:
             if rng.random() < c.entry_first_fraction:
                 entry_t = t - timedelta(minutes=float(rng.uniform(5, 60)))
             else:
-                entry_t = t + timedelta(minutes=float(rng.lognormal(math.log(90), 0.8)))
-            out.append(Event("entry", hawb, orjson.dumps(
-                self._entry(i, hawb, mawb, port, entry_t, shipper, consignee, code, desc,
-                            manifest["pieces"], entry_value)), entry_t))
+                lag = min(float(rng.lognormal(math.log(90), 0.8)), 12 * 60.0)
+                entry_t = t + timedelta(minutes=lag)
+            out.append(
+                Event(
+                    "entry",
+                    hawb,
+                    orjson.dumps(
+                        self._entry(
+                            i,
+                            hawb,
+                            mawb,
+                            port,
+                            entry_t,
+                            shipper,
+                            consignee,
+                            code,
+                            desc,
+                            manifest["pieces"],
+                            entry_value,
+                        )
+                    ),
+                    entry_t,
+                )
+            )
         return out
 
-    def _entry(self, i: int, hawb: str, mawb: str, port: str, t: datetime, shipper: dict,
-               consignee: dict, code: str, desc: str, pieces: int, value: float) -> dict:
+    def _entry(
+        self,
+        i: int,
+        hawb: str,
+        mawb: str,
+        port: str,
+        t: datetime,
+        shipper: dict,
+        consignee: dict,
+        code: str,
+        desc: str,
+        pieces: int,
+        value: float,
+    ) -> dict:
         rng, c = self.rng, self.c
         filer = FILERS[i % len(FILERS)]
         serial = f"{i % 10_000_000:07d}"
-        suspended = c.suspension_all if shipper["country"] not in ("CN", "HK") else \
-            c.suspension_cn_hk
+        suspended = (
+            c.suspension_all if shipper["country"] not in ("CN", "HK") else c.suspension_cn_hk
+        )
         entry_type = "86" if t.date() < suspended else ("11" if rng.random() < 0.7 else "01")
         n_lines = 1 if rng.random() < 0.85 else int(rng.integers(2, 4))
         shares = rng.dirichlet(np.ones(n_lines)) if n_lines > 1 else np.array([1.0])
-        lines = [{"hts": code + f"{int(rng.integers(0, 100)):02d}00",
-                  "description": desc, "country_of_origin": shipper["country"],
-                  "quantity": int(max(1, pieces)) if k == 0 else 1,
-                  "value_usd": round(float(value * sh), 2)}
-                 for k, sh in enumerate(shares)]
-        entry = {"schema_version": 1, "event_time": t.isoformat(),
-                 "entry_number": filer + serial + str(entry_check_digit(filer, serial)),
-                 "entry_type": entry_type, "filer_code": filer, "hawb": hawb, "mawb": mawb,
-                 "port_of_entry": port, "estimated_arrival": (t + timedelta(hours=12)).date()
-                 .isoformat(), "shipper": shipper, "consignee": consignee, "lines": lines}
+        lines = [
+            {
+                "hts": code + f"{int(rng.integers(0, 100)):02d}00",
+                "description": desc,
+                "country_of_origin": shipper["country"],
+                "quantity": int(max(1, pieces)) if k == 0 else 1,
+                "value_usd": round(float(value * sh), 2),
+            }
+            for k, sh in enumerate(shares)
+        ]
+        entry = {
+            "schema_version": 1,
+            "event_time": t.isoformat(),
+            "entry_number": filer + serial + str(entry_check_digit(filer, serial)),
+            "entry_type": entry_type,
+            "filer_code": filer,
+            "hawb": hawb,
+            "mawb": mawb,
+            "port_of_entry": port,
+            "estimated_arrival": (t + timedelta(hours=12)).date().isoformat(),
+            "shipper": shipper,
+            "consignee": consignee,
+            "lines": lines,
+        }
         if rng.random() < 0.5:
             entry["marketplace"] = _pick(rng, MARKETPLACES)
             entry["seller"] = shipper["name"]
-            entry["listing_url"] = f"https://{entry['marketplace'].split()[0].lower()}" \
-                                   f".example/item/{int(rng.integers(1e6, 1e9))}"
+            entry["listing_url"] = (
+                f"https://{entry['marketplace'].split()[0].lower()}"
+                f".example/item/{int(rng.integers(1e6, 1e9))}"
+            )
         if rng.random() < 0.15:  # Section 321 data pilot: where it finally goes
             reship = f"{int(rng.integers(1, 9999))} {_pick(rng, STREETS)} Ave, Unit 9"
             entry["final_deliver_to"] = consignee["address"] if rng.random() < 0.9 else reship
@@ -447,17 +746,22 @@ class TrafficGenerator:
             self._labels.append(label)
             yield events, label
 
-    def events(self, count: int) -> Iterator[Event]:
-        """Every event of `count` parcels in event-time order, malformed ones mixed in."""
+    def events(self, count: int, horizon: timedelta = timedelta(hours=1)) -> Iterator[Event]:
+        """Every event of `count` parcels, malformed ones mixed in.
+
+        Entries trail their manifests and wait in a buffer until their time comes. With the
+        default `horizon` (the longest an entry may precede its manifest) the output is in
+        strict event-time order, as data sets need; a live feed passes 0 so nothing waits
+        for future parcels, and an entry filed before its manifest simply arrives late.
+        """
         heap: list[tuple[datetime, int, Event]] = []
         seq = 0
-        horizon = timedelta(hours=12)  # entries trail manifests by less than this
         for events, _label in self.parcels(count):
             for ev in events:
                 heapq.heappush(heap, (ev.event_time, seq, ev))
                 seq += 1
             newest = events[0].event_time
-            while heap and heap[0][0] < newest - horizon:
+            while heap and heap[0][0] <= newest - horizon:
                 yield self._maybe_break(heapq.heappop(heap)[2])
         while heap:
             yield self._maybe_break(heapq.heappop(heap)[2])
@@ -473,6 +777,15 @@ class TrafficGenerator:
         return Event(ev.kind, ev.key, raw, ev.event_time, reason)
 
 
+# (manifest field, bad value, entry line field, bad value): wrong type, negative, absurd, short
+_FIELD_BREAKS = (
+    ("weight_kg", "heavy", "quantity", "ten"),
+    ("weight_kg", -2.5, "quantity", -3),
+    ("declared_value", 4.2e9, "value_usd", 4.2e9),
+    ("hts", "640", "hts", "640"),
+)
+
+
 def corrupt(kind: str, value: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
     """A malformed version of a record, and the field the validator will name."""
     rec = orjson.loads(value)
@@ -485,30 +798,13 @@ def corrupt(kind: str, value: bytes, rng: np.random.Generator) -> tuple[bytes, s
     if how == 2:
         del rec["hawb"]
         return orjson.dumps(rec), "hawb"
-    if how == 3:
+    if how in (3, 4, 5, 6):  # one field broken: on the manifest, or an entry's first line
+        field, value, line_field, line_value = _FIELD_BREAKS[how - 3]
         if line:
-            rec["lines"][0]["quantity"] = "ten"
+            rec["lines"][0][line_field] = line_value
             return orjson.dumps(rec), line
-        rec["weight_kg"] = "heavy"
-        return orjson.dumps(rec), "weight_kg"
-    if how == 4:
-        if line:
-            rec["lines"][0]["quantity"] = -3
-            return orjson.dumps(rec), line
-        rec["weight_kg"] = -2.5
-        return orjson.dumps(rec), "weight_kg"
-    if how == 5:
-        if line:
-            rec["lines"][0]["value_usd"] = 4.2e9
-            return orjson.dumps(rec), line
-        rec["declared_value"] = 4.2e9
-        return orjson.dumps(rec), "declared_value"
-    if how == 6:
-        if line:
-            rec["lines"][0]["hts"] = "640"
-            return orjson.dumps(rec), line
-        rec["hts"] = "640"
-        return orjson.dumps(rec), "hts"
+        rec[field] = value
+        return orjson.dumps(rec), field
     if how == 7:
         mawb = rec["mawb"]
         rec["mawb"] = mawb[:10] + str((int(mawb[10]) + 1) % 10)

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -31,10 +32,12 @@ from streams.pipeline import (
     shipper_batch,
 )
 from streams.publishing import Outgoing, Source
-from streams.records import RecordError
+from streams.records import CATEGORIES, RecordError
+from streams.rules import HoldCap, RulesFile
 from streams.serving import ModelServer, follow
 from streams.settings import Settings
 from streams.tables import Tables, define, in_event, sweep_bills
+from streams.topics import category_holds_topic
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,10 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
         "holds": _raw_topic(app, s.topic("holds_topic")),
         "deadletter": _raw_topic(app, s.topic("deadletter_topic")),
     }
+    for category in CATEGORIES:
+        outputs[f"holds.{category}"] = _raw_topic(app, category_holds_topic(s, category))
+    rules = RulesFile(Path(s.rules) if s.rules else None)
+    cap = HoldCap(s.hold_cap_per_hour)
     tables = define(app, s)
     pkey = s.pseudonym_key.encode()
 
@@ -130,7 +137,12 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             parcel_events = [ev for ev, m in zip(evs, msgs, strict=True) if m["t"] == "parcel"]
             started = time.perf_counter()
             scorer = server.scorer  # one model per batch, even if a promotion lands meanwhile
-            res = score_batch(parcels, scorer, pkey)
+            reloaded = rules.refresh()
+            if reloaded:
+                metrics.RULE_RELOADS.labels(reloaded).inc()
+                if rules.last_error:
+                    log.error("rules not reloaded, the old ones stay: %s", rules.last_error)
+            res = score_batch(parcels, scorer, pkey, rules.rules, cap)
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(parcels))
             await send(res.out)
@@ -138,6 +150,8 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             metrics.DECISIONS.inc(len(parcels))
             for _i, category, action in res.flagged:
                 metrics.HOLDS.labels(category, action).inc()
+            for rule in res.rule_hits:
+                metrics.RULE_MATCHES.labels(rule).inc()
             now = datetime.now(UTC)
             for t in res.event_times:
                 metrics.LATENCY_SECONDS.observe(

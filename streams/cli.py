@@ -40,6 +40,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
 
     from models.registry import ArtifactError, load
     from streams.app import create_app
+    from streams.rules import RulesError
     from streams.serving import ModelServer, promoted
     from streams.topics import ensure_topics
 
@@ -65,7 +66,11 @@ def cmd_worker(a: argparse.Namespace) -> int:
     except (ArtifactError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
-    app = create_app(s, server)
+    try:
+        app = create_app(s, server)
+    except RulesError as exc:
+        err.print(f"[red]error:[/] rules refused: {exc}")
+        return 2
     err.print(
         f"worker {s.app_id}: model {artifact.version}, broker {s.bootstrap}, "
         f"metrics http://{s.web_host}:{s.web_port}/metrics"
@@ -357,9 +362,24 @@ def cmd_holds(a: argparse.Namespace) -> int:
     return 0
 
 
+def _log_to_file() -> None:
+    """Library warnings (aiokafka retries) go to a file, not over a live terminal view."""
+    import logging
+
+    path = ROOT / ".local" / "logs" / "console.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=path,
+        level=logging.WARNING,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
 def cmd_watch(a: argparse.Namespace) -> int:
     from streams.console import watch
 
+    _log_to_file()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(watch(_settings(a), a.seconds))
     return 0
@@ -394,6 +414,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from streams.topics import ensure_topics
 
     s = _settings(a)
+    _log_to_file()
     broker = [sys.executable, str(ROOT / "deploy" / "kafka" / "broker.py")]
     port = s.bootstrap.rsplit(":", 1)[-1]
     ours = (
@@ -428,11 +449,19 @@ def cmd_run(a: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # clean-up must finish: a second Ctrl-C or a closed terminal must not cut it short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for proc in (feed, worker):
             _stop(proc)
-        err.print("stopped the worker and the feed")
         if ours:
-            subprocess.run([*broker, "stop", "--port", port], check=False)
+            subprocess.run(
+                [*broker, "stop", "--port", port],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        with contextlib.suppress(OSError):
+            err.print("stopped the worker, the feed" + (" and the broker" if ours else ""))
     return 0
 
 
@@ -473,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tr.add_argument(
         "--synthetic",
         type=int,
-        default=200_000,
+        default=100_000,
         help="without --data: train on this many synthetic parcels",
     )
     tr.add_argument("--if-missing", action="store_true", help="only if no model exists")

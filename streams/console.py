@@ -6,7 +6,6 @@ from the end or from a time), so what they show is what analysts receive.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from streams.settings import Settings
+from streams.topics import partitions
 
 
 async def tail(
@@ -37,11 +37,9 @@ async def tail(
     )
     await consumer.start()
     try:
-        tps = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in (consumer.partitions_for_topic(t) or await _partitions(consumer, t))
-        ]
+        tps = [TopicPartition(t, p) for t in topics for p in await partitions(s, t)]
+        if not tps:
+            raise RuntimeError(f"no such topics: {', '.join(topics)}")
         consumer.assign(tps)
         if since_ms is not None:
             offsets = await consumer.offsets_for_times({tp: since_ms for tp in tps})
@@ -67,16 +65,6 @@ async def tail(
                         continue
     finally:
         await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    for _ in range(50):
-        await consumer.force_metadata_update()
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return parts
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"topic {topic} does not exist")
 
 
 def hold_row(h: dict[str, Any]) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.settings import Settings
+from streams.topics import partitions
 
 LABEL_OF = {
     "seized_narcotics": "fentanyl",
@@ -37,11 +38,7 @@ async def read_topic(
     await consumer.start()
     out: list[dict[str, Any]] = []
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = [TopicPartition(topic, p) for p in await partitions(s, topic)]
         if not tps:
             return out
         consumer.assign(tps)
@@ -56,7 +53,7 @@ async def read_topic(
             for tp, offset in (await consumer.beginning_offsets(tps)).items():
                 consumer.seek(tp, offset)
         last = time.monotonic()
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        while await _behind(consumer, tps, ends):
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for msgs in batch.values():
                 for m in msgs:
@@ -70,6 +67,15 @@ async def read_topic(
     finally:
         await consumer.stop()
     return out
+
+
+async def _behind(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int]
+) -> bool:
+    for tp in tps:
+        if await consumer.position(tp) < ends[tp]:
+            return True
+    return False
 
 
 def labelled_rows(

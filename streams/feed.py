@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -106,7 +107,8 @@ async def feed(
 ) -> FeedStats:
     """Generate `count` parcels and produce them; write ground truth to `labels_path`."""
     gen = TrafficGenerator(config)
-    stats = await produce_events(s, gen.events(count), rate, progress)
+    events = gen.events(count, horizon=timedelta(0)) if rate > 0 else gen.events(count)
+    stats = await produce_events(s, events, rate, progress)
     stats.parcels = count
     if labels_path is not None:
         labels_path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,3 +31,5 @@ LATENCY_SECONDS = Histogram(
 )
 MODEL = Info("parcel_risk_model", "The model version being served")
 MODEL_LOADS = Counter("parcel_risk_model_loads_total", "Model load attempts", ["result"])
+RULE_RELOADS = Counter("parcel_risk_rule_reloads_total", "Rules file reloads", ["result"])
+RULE_MATCHES = Counter("parcel_risk_rule_matches_total", "Decisions a rule matched", ["rule"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models import history
@@ -22,6 +22,7 @@ from models.scoring import Scorer
 from streams.join import epoch, join_record, view_of
 from streams.publishing import Outgoing, Source, dead_letter, decisions_and_holds
 from streams.records import RecordError, decode, entry_value
+from streams.rules import HoldCap, RuleSet, merge
 
 Table = MutableMapping[str, Any]
 Ctx = Callable[[int], AbstractContextManager[Any]]
@@ -107,25 +108,44 @@ def join_batch(
     return res
 
 
+def _enrich(
+    msgs: Sequence[dict[str, Any]],
+    table: Table,
+    entity: str,
+    ctx: Ctx,
+    on_parcel: Callable[[dict[str, Any], Any], Any | None],
+) -> None:
+    """One history stage: per message, attach the entity's history and update it.
+
+    `on_parcel(message, state)` attaches features and returns the new state (None: keep);
+    dispositions update the seizure counts of every entity they touch.
+    """
+    for i, m in enumerate(msgs):
+        key = m[entity]
+        with ctx(i):
+            state = table.get(key)
+            new = (
+                on_parcel(m, state)
+                if m["t"] == "parcel"
+                else history.observe_outcome(state, m["outcome"])
+            )
+            if new is not None:
+                table[key] = new
+
+
 def consignee_batch(
     msgs: Sequence[dict[str, Any]], consignees: Table, ctx: Ctx = no_ctx
 ) -> list[Forward]:
     """Stage 2 (keyed by consignee address): attach and update the consignee's history."""
-    out: list[Forward] = []
-    for i, m in enumerate(msgs):
-        key = m["consignee"]
-        with ctx(i):
-            state = consignees.get(key)
-            if m["t"] == "parcel":
-                m["view"]["consignee_history"] = history.consignee_features(state, m["time"])
-                if m["revision"] == 1:
-                    consignees[key] = history.observe_consignee_parcel(
-                        state, m["shipper"], m["time"]
-                    )
-            else:
-                consignees[key] = history.observe_outcome(state, m["outcome"])
-        out.append((m["shipper"].encode(), m))
-    return out
+
+    def on_parcel(m: dict[str, Any], state: Any) -> Any | None:
+        m["view"]["consignee_history"] = history.consignee_features(state, m["time"])
+        if m["revision"] != 1:  # a rescore is not another parcel
+            return None
+        return history.observe_consignee_parcel(state, m["shipper"], m["time"])
+
+    _enrich(msgs, consignees, "consignee", ctx, on_parcel)
+    return [(m["shipper"].encode(), m) for m in msgs]
 
 
 def _value(view: dict[str, Any]) -> float:
@@ -145,21 +165,17 @@ def shipper_batch(
     msgs: Sequence[dict[str, Any]], shippers: Table, ctx: Ctx = no_ctx
 ) -> list[dict[str, Any]]:
     """Stage 3 (keyed by shipper): attach and update the shipper's history; parcels out."""
-    parcels: list[dict[str, Any]] = []
-    for i, m in enumerate(msgs):
-        key = m["shipper"]
-        with ctx(i):
-            state = shippers.get(key)
-            if m["t"] == "parcel":
-                m["view"]["shipper_history"] = history.shipper_features(state, m["time"])
-                if m["revision"] == 1:
-                    shippers[key] = history.observe_shipper_parcel(
-                        state, _value(m["view"]), m["consignee"], _vague(m["view"]), m["time"]
-                    )
-                parcels.append(m)
-            else:
-                shippers[key] = history.observe_outcome(state, m["outcome"])
-    return parcels
+
+    def on_parcel(m: dict[str, Any], state: Any) -> Any | None:
+        m["view"]["shipper_history"] = history.shipper_features(state, m["time"])
+        if m["revision"] != 1:
+            return None
+        return history.observe_shipper_parcel(
+            state, _value(m["view"]), m["consignee"], _vague(m["view"]), m["time"]
+        )
+
+    _enrich(msgs, shippers, "shipper", ctx, on_parcel)
+    return [m for m in msgs if m["t"] == "parcel"]
 
 
 @dataclass
@@ -167,15 +183,31 @@ class ScoreResult:
     out: list[Outgoing]
     flagged: list[tuple[int, str, str]]  # (index in batch, category, action)
     event_times: list[str]
+    rule_hits: list[str] = field(default_factory=list)
 
 
 def score_batch(
-    parcels: Sequence[dict[str, Any]], scorer: Scorer, pseudonym_key: bytes
+    parcels: Sequence[dict[str, Any]],
+    scorer: Scorer,
+    pseudonym_key: bytes,
+    rules: RuleSet | None = None,
+    cap: HoldCap | None = None,
 ) -> ScoreResult:
-    """Features, model, reasons and the output records for a batch of enriched parcels."""
+    """Features, model, rules, reasons and the output records for enriched parcels."""
     views = [ParcelView(**p["view"]) for p in parcels]  # type: ignore[typeddict-item]
     scored = scorer.score(views)
+    matches = [(rules or RuleSet()).evaluate(v, scored.features[i]) for i, v in enumerate(views)]
+    actions, categories = merge(scored.actions, scored.categories, matches)
+    if cap is not None:
+        for i, (a, c) in enumerate(zip(actions, categories, strict=True)):
+            forced = any(m.action == "hold" for m in matches[i])
+            if a == "hold" and not forced and not cap.admit(c, int(parcels[i]["time"] // 3600)):  # type: ignore[arg-type]
+                actions[i] = "review"
+    scored = replace(scored, actions=actions, categories=categories)
     reasons = scorer.reasons(views, scored)
+    for i, ms in enumerate(matches):
+        if ms:
+            reasons[i] = [m.reason for m in ms] + reasons.get(i, [])
     sources = [Source(**p["source"], key=None) for p in parcels]
     out = decisions_and_holds(
         views,
@@ -185,14 +217,14 @@ def score_batch(
         reasons,
         scorer.version,
         pseudonym_key,
+        [[m.rule for m in ms] for ms in matches],
     )
     flagged = [
-        (i, c, a)
-        for i, (c, a) in enumerate(zip(scored.categories, scored.actions, strict=True))
-        if a is not None
+        (i, c, a) for i, (c, a) in enumerate(zip(categories, actions, strict=True)) if a is not None
     ]
     times = [(v.get("entry") or v.get("manifest"))["event_time"] for v in views]  # type: ignore[index]
-    return ScoreResult(out, flagged, times)  # type: ignore[arg-type]
+    hits = [m.rule for ms in matches for m in ms]
+    return ScoreResult(out, flagged, times, hits)  # type: ignore[arg-type]
 
 
 def record_holds(

@@ -102,8 +102,9 @@ def decisions_and_holds(
     reasons: Mapping[int, list[str]],
     model_version: str,
     pseudonym_key: bytes,
+    rules: Sequence[list[str]] | None = None,
 ) -> list[Outgoing]:
-    """One decision per view, plus a hold for each flagged one."""
+    """One decision per view; a hold for each flagged one, also on its category's topic."""
     scored_at = now_iso()
     out: list[Outgoing] = []
     for i, view in enumerate(views):
@@ -132,6 +133,7 @@ def decisions_and_holds(
             "scores": scores,
             "action": scored.actions[i],
             "category": scored.categories[i],
+            "rules": rules[i] if rules else [],
             "model_version": model_version,
             "features": [_num(x) for x in scored.features[i]],
             "event_time": event_time,
@@ -149,12 +151,14 @@ def decisions_and_holds(
                 "category": scored.categories[i],
                 "action": scored.actions[i],
                 "reasons": reasons.get(i, []),
-                "rules": [],
+                "rules": rules[i] if rules else [],
                 "shipper": _summary(rec["shipper"], view.get("shipper_history")),
                 "consignee": _summary(rec["consignee"], view.get("consignee_history")),
                 "model_version": model_version,
                 "event_time": event_time,
                 "scored_at": scored_at,
             }
-            out.append(Outgoing("holds", key, encode(hold)))
+            value = encode(hold)
+            out.append(Outgoing("holds", key, value))
+            out.append(Outgoing(f"holds.{scored.categories[i]}", key, value))
     return out

@@ -47,6 +47,11 @@ class Settings:
     data_dir: Path = field(default=ROOT / ".local" / "worker")
     processing_guarantee: str = "at_least_once"
     log_level: str = "warning"
+    # targeting rules and policy (TOML); empty: model only
+    rules: str = str(ROOT / "deploy" / "rules.toml")
+    # at most this many model-driven holds per category per hour (0: no cap); beyond it
+    # they become reviews, so nothing is dropped
+    hold_cap_per_hour: int = 0
     # keyed hashes for pseudonymised decisions: set a secret in production
     pseudonym_key: str = "local-development-key"
 

@@ -13,6 +13,7 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.records import CATEGORIES
 from streams.settings import Settings
 
 INPUT_TOPICS = ("manifest_topic", "entries_topic", "dispositions_topic")
@@ -24,8 +25,14 @@ def all_topics(s: Settings) -> dict[str, dict[str, str]]:
     topics: dict[str, dict[str, str]] = {
         s.topic(name): {} for name in (*INPUT_TOPICS, *OUTPUT_TOPICS)
     }
+    for category in CATEGORIES:  # each team subscribes to its own flagged parcels
+        topics[category_holds_topic(s, category)] = {}
     topics[s.topic("control_topic")] = {"cleanup.policy": "compact"}
     return topics
+
+
+def category_holds_topic(s: Settings, category: str) -> str:
+    return f"{s.topic('holds_topic')}.{category}"
 
 
 async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> None:
@@ -55,3 +62,16 @@ async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> None:
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+async def partitions(s: Settings, topic: str) -> list[int]:
+    """The partition numbers of a topic (from the broker's metadata), [] if it is missing."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described.get("error_code", 0) != 0:
+        return []
+    return sorted(p["partition"] for p in described.get("partitions", []))

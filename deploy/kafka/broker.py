@@ -45,11 +45,13 @@ def fetch() -> None:
     )
 
 
-def _metadata_request(port: int, timeout: float = 2.0) -> int:
-    """Send a Kafka Metadata v0 request; return the number of brokers in the answer.
+def _metadata_request(port: int, timeout: float = 2.0) -> tuple[int, int]:
+    """Send a Kafka Metadata v0 request for all topics.
 
-    A raw request, so waiting needs no client library: an answer with at least one broker
-    means the broker has finished starting and serves clients.
+    Returns (brokers, partitions without a leader). A raw request, so waiting needs no
+    client library. Right after a restart the broker answers before it has loaded the
+    leadership of existing partitions, and clients that start then can get stuck on
+    NotLeaderForPartition; so ready means at least one broker and no leaderless partition.
     """
     client_id = b"parcel-risk-wait"
     body = struct.pack(">hhih", 3, 0, 1, len(client_id)) + client_id + struct.pack(">i", 0)
@@ -58,8 +60,47 @@ def _metadata_request(port: int, timeout: float = 2.0) -> int:
         header = _recv_exact(s, 4)
         (size,) = struct.unpack(">i", header)
         payload = _recv_exact(s, size)
-    (_corr, n_brokers) = struct.unpack(">ii", payload[:8])
-    return n_brokers
+    r = _Reader(payload)
+    r.int32()  # correlation id
+    n_brokers = r.int32()
+    for _ in range(n_brokers):
+        r.int32(), r.string(), r.int32()  # node id, host, port
+    leaderless = 0
+    for _ in range(r.int32()):  # topics
+        topic_error = r.int16()
+        r.string()
+        for _ in range(r.int32()):  # partitions
+            error, _pid, leader = r.int16(), r.int32(), r.int32()
+            r.array_int32(), r.array_int32()  # replicas, isr
+            leaderless += int(error != 0 or leader < 0 or topic_error != 0)
+    return n_brokers, leaderless
+
+
+class _Reader:
+    """Big-endian reader for the few Kafka protocol types a Metadata v0 answer uses."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def _take(self, fmt: str) -> int:
+        (v,) = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return int(v)
+
+    def int16(self) -> int:
+        return self._take(">h")
+
+    def int32(self) -> int:
+        return self._take(">i")
+
+    def string(self) -> str:
+        n = self.int16()
+        text = self.data[self.pos : self.pos + max(n, 0)].decode()
+        self.pos += max(n, 0)
+        return text
+
+    def array_int32(self) -> list[int]:
+        return [self.int32() for _ in range(self.int32())]
 
 
 def _recv_exact(s: socket.socket, n: int) -> bytes:
@@ -73,10 +114,12 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
 
 
 def answers(port: int) -> bool:
+    """The broker serves clients: it is up and every partition has a leader."""
     try:
-        return _metadata_request(port) > 0
-    except OSError:
+        brokers, leaderless = _metadata_request(port)
+    except (OSError, struct.error):
         return False
+    return brokers > 0 and leaderless == 0
 
 
 def wait(port: int, timeout: float = 90.0) -> None:

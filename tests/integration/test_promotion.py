@@ -36,11 +36,7 @@ def two_models(model_dir, tmp_path):
 async def test_promotion_switches_running_worker_without_loss(
     settings, start_worker, two_models
 ) -> None:
-    folder, first, second = two_models
-    s = settings.with_(model_dir=folder)
-    await ensure_topics(s)
-    await promote(s, first, by="test")
-    worker = start_worker(s)
+    s, first, second, worker = await _serving_first(settings, start_worker, two_models)
     gen = TrafficGenerator(GeneratorConfig(seed=5))
     events = list(gen.events(2000))
     half = len(events) // 2
@@ -70,13 +66,9 @@ async def test_promotion_switches_running_worker_without_loss(
 async def test_broken_artifact_refused_and_old_model_serves(
     settings, start_worker, two_models
 ) -> None:
-    folder, first, second = two_models
-    s = settings.with_(model_dir=folder)
-    await ensure_topics(s)
-    await promote(s, first, by="test")
-    start_worker(s)
+    s, first, second, _worker = await _serving_first(settings, start_worker, two_models)
     assert await eventually(lambda: _up(s), timeout=60)
-    blob = folder / second / "model.skops"
+    blob = s.model_dir / second / "model.skops"
     blob.write_bytes(blob.read_bytes()[:-100] + b"tampered" * 12 + blob.read_bytes()[-4:])
     with pytest.raises(ArtifactError, match="checksum"):
         await promote(s, second, by="test")
@@ -96,6 +88,15 @@ async def test_broken_artifact_refused_and_old_model_serves(
         timeout=60,
     )
     assert metric_value(s.web_port, "parcel_risk_model_info", {"version": first}) == 1.0
+
+
+async def _serving_first(settings, start_worker, two_models):
+    """A worker started after the first model was promoted."""
+    folder, first, second = two_models
+    s = settings.with_(model_dir=folder)
+    await ensure_topics(s)
+    await promote(s, first, by="test")
+    return s, first, second, start_worker(s)
 
 
 def _up(s) -> bool:

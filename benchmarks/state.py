@@ -1,0 +1,196 @@
+"""Worker state at scale: history for N shippers, memory, and recovery after a restart.
+
+    python -m benchmarks.state [--shippers 1000000] [--partitions 8]
+
+Produces one manifest from each of N distinct shippers (and N distinct addresses) to the
+real local broker, runs one worker (RocksDB store) until every parcel is decided, then
+reports the worker's RSS, the local store's size on disk, and two recoveries after
+SIGKILL: with the local RocksDB store kept (a restart on the same machine) and with it
+deleted (a new machine rebuilding state from the changelog topics). Recovery is timed
+from process start to the first decision for a new parcel of an already-known shipper,
+whose history must be intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from models.features import INDEX
+from streams.settings import ROOT, Settings
+from streams.topics import ensure_topics
+from tests.samples import MANIFEST
+
+
+def manifest(i: int, hawb: str) -> bytes:
+    m = copy.deepcopy(MANIFEST)
+    m["hawb"] = hawb
+    m["shipper"]["name"] = f"Bench Shipper {i} Trading Co Ltd"
+    m["consignee"]["address"] = f"{i} Benchmark St"
+    return orjson.dumps(m)
+
+
+async def produce(s: Settings, n: int) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=20, max_batch_size=512 * 1024)
+    await p.start()
+    try:
+        for i in range(n):
+            hawb = f"S{i:011d}"
+            await p.send(s.topic("manifest_topic"), manifest(i, hawb), key=hawb.encode())
+        await p.flush()
+    finally:
+        await p.stop()
+
+
+async def count_decisions(s: Settings, n: int, timeout: float) -> float:
+    """Seconds until n decisions exist (consumes the decisions topic from the start)."""
+    c = AIOKafkaConsumer(
+        s.topic("decisions_topic"),
+        bootstrap_servers=s.bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await c.start()
+    start = time.monotonic()
+    seen = 0
+    try:
+        while seen < n and time.monotonic() - start < timeout:
+            for msgs in (await c.getmany(timeout_ms=1000, max_records=20000)).values():
+                seen += len(msgs)
+    finally:
+        await c.stop()
+    if seen < n:
+        raise TimeoutError(f"only {seen} of {n} decisions after {timeout}s")
+    return time.monotonic() - start
+
+
+async def decision_of(s: Settings, hawb: str, timeout: float = 600) -> dict:
+    c = AIOKafkaConsumer(
+        s.topic("decisions_topic"),
+        bootstrap_servers=s.bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+    )
+    await c.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msgs in (await c.getmany(timeout_ms=500)).values():
+                for m in msgs:
+                    if m.key == hawb.encode():
+                        return orjson.loads(m.value)
+    finally:
+        await c.stop()
+    raise TimeoutError(f"no decision for {hawb}")
+
+
+def start_worker(s: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PARCEL_RISK_BROKER": s.broker,
+        "PARCEL_RISK_TOPIC_PREFIX": s.topic_prefix,
+        "PARCEL_RISK_APP_ID": s.app_id,
+        "PARCEL_RISK_PARTITIONS": str(s.partitions),
+        "PARCEL_RISK_DATA_DIR": str(s.data_dir),
+        "PARCEL_RISK_WEB_PORT": "6090",
+        "PARCEL_RISK_STORE": "rocksdb://",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def du_mib(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+async def recover(s: Settings, log: Path, probe: int) -> tuple[float, dict]:
+    """Start a worker, send a parcel from a known shipper, time until its decision."""
+    started = time.monotonic()
+    w = start_worker(s, log)
+    hawb = f"P{uuid.uuid4().hex[:10].upper()}"
+    waiter = asyncio.create_task(decision_of(s, hawb))
+    await asyncio.sleep(1.0)
+    p = AIOKafkaProducer(bootstrap_servers=s.bootstrap)
+    await p.start()
+    await p.send_and_wait(s.topic("manifest_topic"), manifest(probe, hawb), key=hawb.encode())
+    await p.stop()
+    d = await waiter
+    took = time.monotonic() - started
+    os.kill(w.pid, signal.SIGKILL)
+    w.wait()
+    return took, d
+
+
+async def main() -> None:
+    a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    a.add_argument("--shippers", type=int, default=1_000_000)
+    a.add_argument("--partitions", type=int, default=8)
+    a.add_argument("--broker", default="127.0.0.1:9092")
+    args = a.parse_args()
+    tag = uuid.uuid4().hex[:6]
+    work = ROOT / ".local" / f"bench-state-{tag}"
+    s = Settings(
+        broker=args.broker,
+        topic_prefix=f"bs{tag}.",
+        app_id=f"bench-state-{tag}",
+        partitions=args.partitions,
+        data_dir=work / "data",
+    )
+    work.mkdir(parents=True)
+    log = work / "worker.log"
+    await ensure_topics(s)
+    t0 = time.monotonic()
+    await produce(s, args.shippers)
+    print(
+        f"produced {args.shippers:,} manifests from distinct shippers in "
+        f"{time.monotonic() - t0:.0f}s"
+    )
+    w = start_worker(s, log)
+    took = await count_decisions(s, args.shippers, timeout=7200)
+    rss = rss_mib(w.pid)
+    print(
+        f"decided all in {took:.0f}s ({args.shippers / took:,.0f} parcels/s through three "
+        f"stages); worker RSS {rss:,.0f} MiB; local RocksDB {du_mib(s.data_dir):,.0f} MiB"
+    )
+    os.kill(w.pid, signal.SIGKILL)
+    w.wait()
+    warm, d1 = await recover(s, log, probe=7)
+    print(
+        f"restart with local store: first decision after {warm:.1f}s; shipper history "
+        f"parcels = {d1['features'][INDEX['shipper_parcels']]:.0f}"
+    )
+    shutil.rmtree(s.data_dir)
+    cold, d2 = await recover(s, log, probe=8)
+    print(
+        f"restart without local store (changelog replay): first decision after {cold:.1f}s;"
+        f" shipper history parcels = {d2['features'][INDEX['shipper_parcels']]:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,413 @@
+"""Targeting rules and policy, beside the model, from a TOML file analysts can edit.
+
+Watch lists (shippers, consignee addresses, HS prefixes), de minimis policy (threshold,
+entry types that may claim it, origins excluded from a date on) and analyst-written
+conditions on a parcel's fields. A rule that matches forces a hold or a review and puts its
+name on the decision. Policy changes: it lives here, not in code. A file with a mistake is
+refused as a whole, naming the line and the reason, and the rules in force stay.
+
+    [policy]
+    de_minimis_usd = 800
+    de_minimis_entry_types = ["86"]
+    [[policy.excluded_origins]]
+    countries = ["CN", "HK"]
+    from = "2025-05-02"
+
+    [[rule]]
+    name = "tablet-press-parts"
+    action = "hold"                 # hold | review
+    category = "fentanyl"
+    hs_prefix = ["847989", "847990"]
+
+    [[rule]]
+    name = "cheap-branded-goods"
+    action = "review"
+    category = "counterfeit"
+    when = "declared_value_usd < 20 and desc_brand == 1 and origin in ('CN', 'HK')"
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from models import history
+from models.features import FEATURES, INDEX, ParcelView
+from streams.records import CATEGORIES
+
+ACTIONS = {"review": 1, "hold": 2}
+FIELDS = (*FEATURES, "origin", "entry_type", "hs", "description", "carrier", "port")
+
+
+class RulesError(ValueError):
+    """A rules file that cannot be used: the line and the reason."""
+
+
+class _KeyProblem(ValueError):
+    """A problem with one key of a rule, so the error can point at that key's line."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Match:
+    rule: str
+    action: str
+    category: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    action: str
+    category: str
+    shippers: frozenset[str] = frozenset()
+    consignees: frozenset[str] = frozenset()
+    hs_prefix: tuple[str, ...] = ()
+    when: Callable[[Mapping[str, Any]], bool] | None = None
+    when_text: str = ""
+
+
+@dataclass(frozen=True)
+class Policy:
+    de_minimis_usd: float = 800.0
+    entry_types: frozenset[str] = frozenset({"86"})
+    excluded: tuple[tuple[frozenset[str], date], ...] = ()
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...] = ()
+    policy: Policy = field(default_factory=Policy)
+
+    def evaluate(self, view: ParcelView, features: Any) -> list[Match]:
+        """Every rule and policy check this parcel meets."""
+        rec = view.get("entry") or view.get("manifest")
+        if rec is None:
+            return []
+        facts = _facts(view, rec, features)
+        out: list[Match] = []
+        skey = history.shipper_key(rec["shipper"]["name"], rec["shipper"]["country"])
+        ckey = history.consignee_key(rec["consignee"]["address"], rec["consignee"].get("zip"))
+        for r in self.rules:
+            why = ""
+            if r.shippers and skey in r.shippers:
+                why = f"shipper on watch list '{r.name}'"
+            elif r.consignees and ckey in r.consignees:
+                why = f"consignee address on watch list '{r.name}'"
+            elif r.hs_prefix and facts["hs"] and facts["hs"].startswith(r.hs_prefix):
+                why = f"HS {facts['hs'][:6]} on watch list '{r.name}'"
+            elif r.when is not None and _safe(r.when, facts):
+                why = f"rule '{r.name}': {r.when_text}"
+            if why:
+                out.append(Match(r.name, r.action, r.category, why))
+        out.extend(self._de_minimis(view, facts))
+        return out
+
+    def _de_minimis(self, view: ParcelView, facts: Mapping[str, Any]) -> list[Match]:
+        entry = view.get("entry")
+        if entry is None or entry["entry_type"] not in self.policy.entry_types:
+            return []
+        day = datetime.fromisoformat(entry["event_time"]).date()
+        origin = facts["origin"]
+        for countries, since in self.policy.excluded:
+            if day >= since and ("*" in countries or origin in countries):
+                return [
+                    Match(
+                        "de-minimis-ineligible",
+                        "review",
+                        "undervaluation",
+                        f"ineligible for de minimis: origin {origin} excluded since "
+                        f"{since.isoformat()}, filed as type {entry['entry_type']}",
+                    )
+                ]
+        value = facts["declared_value_usd"]
+        if value == value and value > self.policy.de_minimis_usd:
+            return [
+                Match(
+                    "de-minimis-ineligible",
+                    "review",
+                    "undervaluation",
+                    f"ineligible for de minimis: declared ${value:,.2f} over "
+                    f"${self.policy.de_minimis_usd:,.0f}",
+                )
+            ]
+        return []
+
+
+def _facts(view: ParcelView, rec: Mapping[str, Any], features: Any) -> dict[str, Any]:
+    entry, manifest = view.get("entry"), view.get("manifest")
+    facts: dict[str, Any] = {name: float(features[i]) for name, i in INDEX.items()}
+    hs = entry["lines"][0]["hts"] if entry else (manifest.get("hts") or "") if manifest else ""
+    facts.update(
+        origin=rec["shipper"]["country"],
+        hs=hs,
+        entry_type=entry["entry_type"] if entry else "",
+        description=(
+            manifest["description"]
+            if manifest
+            else entry["lines"][0]["description"]
+            if entry
+            else ""
+        ).lower(),
+        carrier=manifest["carrier"] if manifest else "",
+        port=manifest["arrival_port"] if manifest else entry["port_of_entry"] if entry else "",
+    )
+    return facts
+
+
+def _safe(check: Callable[[Mapping[str, Any]], bool], facts: Mapping[str, Any]) -> bool:
+    try:
+        return bool(check(facts))
+    except (TypeError, ValueError):
+        return False  # a comparison with a missing value is not a match
+
+
+# -- the condition language: comparisons, and/or/not, in, literals, field names --------------
+
+_CMP = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+}
+
+
+def compile_condition(text: str) -> Callable[[Mapping[str, Any]], bool]:
+    """A condition string -> a function of the parcel's facts; ValueError if not allowed."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"not a condition ({exc.msg})") from None
+    return _compile(tree.body)
+
+
+def _compile(node: ast.AST) -> Callable[[Mapping[str, Any]], Any]:
+    if isinstance(node, ast.BoolOp):
+        parts = [_compile(v) for v in node.values]
+        if isinstance(node.op, ast.And):
+            return lambda f: all(p(f) for p in parts)
+        return lambda f: any(p(f) for p in parts)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        inner = _compile(node.operand)
+        return lambda f: not inner(f)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _compile(node.operand)
+        return lambda f: -inner(f)
+    if isinstance(node, ast.Compare):
+        left = _compile(node.left)
+        pairs = [
+            (_CMP[type(op)], _compile(c))
+            for op, c in zip(node.ops, node.comparators, strict=True)
+            if type(op) in _CMP
+        ]
+        if len(pairs) != len(node.ops):
+            raise ValueError("only ==, !=, <, <=, >, >=, in, not in compare")
+
+        def compare(f: Mapping[str, Any]) -> bool:
+            a = left(f)
+            for op, right in pairs:
+                b = right(f)
+                if isinstance(a, float) and math.isnan(a):
+                    return False
+                if not op(a, b):
+                    return False
+                a = b
+            return True
+
+        return compare
+    if isinstance(node, ast.Name):
+        if node.id not in FIELDS:
+            raise ValueError(f"unknown field {node.id!r}")
+        name = node.id
+        return lambda f: f[name]
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float | str):
+        value = node.value
+        return lambda f: value
+    if isinstance(node, ast.Tuple | ast.List):
+        items = [_compile(e) for e in node.elts]
+        return lambda f: tuple(i(f) for i in items)
+    raise ValueError(f"{type(node).__name__} is not allowed in a condition")
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def _rule_lines(text: str) -> list[int]:
+    return [
+        i + 1
+        for i, line in enumerate(text.splitlines())
+        if re.match(r"\s*\[\[\s*rule\s*\]\]", line)
+    ]
+
+
+def _key_line(lines: list[str], start: int, key: str) -> int:
+    """The line of `key = ...` in the rule block that starts at index `start`."""
+    for n in range(start, len(lines)):
+        if n > start and re.match(r"\s*\[", lines[n]):
+            break
+        if re.match(rf"\s*{re.escape(key)}\s*=", lines[n]):
+            return n + 1
+    return start + 1
+
+
+def parse(text: str, source: str = "rules") -> RuleSet:
+    """Parse and check a rules file; RulesError names the line and the reason."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{source}: {exc}") from None
+    starts = _rule_lines(text)
+    text_lines = text.splitlines()
+    rules, names = [], set()
+    for k, r in enumerate(doc.get("rule", [])):
+        start = starts[k] if k < len(starts) else 0
+        where = f"{source}:{start}"
+        try:
+            rules.append(_rule(r))
+        except _KeyProblem as exc:
+            line = _key_line(text_lines, start - 1, exc.key) if start else "?"
+            raise RulesError(
+                f"{source}:{line}: rule {r.get('name', '#' + str(k + 1))!r}: {exc}"
+            ) from None
+        except ValueError as exc:
+            raise RulesError(f"{where}: rule {r.get('name', '#' + str(k + 1))!r}: {exc}") from None
+        if r["name"] in names:
+            raise RulesError(f"{where}: rule name {r['name']!r} used twice")
+        names.add(r["name"])
+    try:
+        policy = _policy(doc.get("policy", {}))
+    except (ValueError, TypeError, KeyError) as exc:
+        line = next((i + 1 for i, s in enumerate(text.splitlines()) if "policy" in s), "?")
+        raise RulesError(f"{source}:{line}: policy: {exc}") from None
+    return RuleSet(tuple(rules), policy)
+
+
+def _rule(r: Mapping[str, Any]) -> Rule:
+    allowed = {"name", "action", "category", "shippers", "consignee_addresses", "hs_prefix", "when"}
+    unknown = set(r) - allowed
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    if not isinstance(r.get("name"), str) or not r["name"]:
+        raise ValueError("needs a name")
+    if r.get("action") not in ACTIONS:
+        raise _KeyProblem("action", f"action must be hold or review, not {r.get('action')!r}")
+    if r.get("category") not in CATEGORIES:
+        raise _KeyProblem("category", f"category must be one of {', '.join(CATEGORIES)}")
+    shippers = frozenset(history.shipper_key(*_split(s)) for s in r.get("shippers", []))
+    consignees = frozenset(
+        history.consignee_key(*_split(c)) for c in r.get("consignee_addresses", [])
+    )
+    prefixes = tuple(p.replace(".", "") for p in r.get("hs_prefix", []))
+    if any(not p.isdigit() or not 2 <= len(p) <= 10 for p in prefixes):
+        raise _KeyProblem("hs_prefix", "hs_prefix entries must be 2 to 10 digits")
+    when_text = r.get("when", "")
+    try:
+        when = compile_condition(when_text) if when_text else None
+    except ValueError as exc:
+        raise _KeyProblem("when", str(exc)) from None
+    if not (shippers or consignees or prefixes or when):
+        raise ValueError("matches nothing: give shippers, consignee_addresses, hs_prefix or when")
+    return Rule(
+        r["name"], r["action"], r["category"], shippers, consignees, prefixes, when, when_text
+    )
+
+
+def _split(entry: str) -> tuple[str, str]:
+    """'Name|CC' (shipper and country) or 'address|zip'."""
+    if "|" not in entry:
+        raise ValueError(f"{entry!r}: write 'name|country' or 'address|zip'")
+    a, b = entry.rsplit("|", 1)
+    return a, b
+
+
+def _policy(p: Mapping[str, Any]) -> Policy:
+    excluded = tuple(
+        (frozenset(x["countries"]), date.fromisoformat(str(x["from"])))
+        for x in p.get("excluded_origins", [])
+    )
+    return Policy(
+        float(p.get("de_minimis_usd", 800.0)),
+        frozenset(p.get("de_minimis_entry_types", ["86"])),
+        excluded,
+    )
+
+
+class RulesFile:
+    """The rules in force, reloaded when the file changes; a bad edit keeps the old ones."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.mtime = -1.0
+        self.rules = RuleSet()
+        self.last_error = ""
+        if path is not None:
+            self.rules = parse(path.read_text(), str(path))  # refuse to start on a bad file
+            self.mtime = path.stat().st_mtime
+
+    def refresh(self) -> str | None:
+        """Reload if changed; returns 'success', 'failure' or None (unchanged)."""
+        if self.path is None:
+            return None
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime == self.mtime:
+                return None
+            self.mtime = mtime
+            self.rules = parse(self.path.read_text(), str(self.path))
+            self.last_error = ""
+            return "success"
+        except (OSError, RulesError) as exc:
+            self.last_error = str(exc)
+            return "failure"
+
+
+def merge(
+    actions: list[str | None], categories: list[str | None], matches: list[list[Match]]
+) -> tuple[list[str | None], list[str | None]]:
+    """The stronger of the model's and the rules' action wins; rules never weaken a hold."""
+    actions, categories = list(actions), list(categories)
+    for i, ms in enumerate(matches):
+        for m in ms:
+            if ACTIONS[m.action] > ACTIONS.get(actions[i] or "", 0):
+                actions[i], categories[i] = m.action, m.category
+    return actions, categories
+
+
+class HoldCap:
+    """At most `per_hour` model-driven holds per category per hour, as exams allow.
+
+    Beyond the cap a hold becomes a review (never dropped). Counts are per worker: with N
+    workers sharing the traffic, set the cap to capacity / N.
+    """
+
+    def __init__(self, per_hour: int) -> None:
+        self.per_hour = per_hour
+        self.counts: dict[tuple[str, int], int] = {}
+
+    def admit(self, category: str, hour: int) -> bool:
+        if self.per_hour <= 0:
+            return True
+        key = (category, hour)
+        if self.counts.get(key, 0) >= self.per_hour:
+            return False
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if len(self.counts) > 4 * len(CATEGORIES):  # forget old hours
+            for old in sorted(self.counts, key=lambda k: k[1])[: len(CATEGORIES)]:
+                del self.counts[old]
+        return True

@@ -1,0 +1,174 @@
+"""Rules and policy: watch lists, de minimis eligibility, conditions, refusals, reloads."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+
+from models.features import References, build_features
+from streams.records import entry_check_digit, validate
+from streams.rules import HoldCap, RulesError, RulesFile, merge, parse
+from streams.settings import ROOT
+from tests.samples import ENTRY, MANIFEST
+
+RULES = """
+[policy]
+de_minimis_usd = 800
+de_minimis_entry_types = ["86"]
+[[policy.excluded_origins]]
+countries = ["CN", "HK"]
+from = "2025-05-02"
+
+[[rule]]
+name = "watch-joy"
+action = "hold"
+category = "counterfeit"
+shippers = ["SHENZHEN JOY TRADING CO., LTD.|CN"]
+
+[[rule]]
+name = "presses"
+action = "hold"
+category = "fentanyl"
+hs_prefix = ["8479.89"]
+
+[[rule]]
+name = "cheap-shoes"
+action = "review"
+category = "counterfeit"
+when = "declared_value_usd < 30 and hs_chapter == 64 and origin in ('CN', 'HK')"
+"""
+
+
+def _view(manifest: dict | None = None, entry: dict | None = None) -> dict:
+    m = validate("manifest", manifest or MANIFEST)
+    e = validate("entry", entry) if entry else None
+    return {"hawb": m["hawb"], "manifest": m, "entry": e}
+
+
+def _eval(text: str, view: dict) -> list:
+    return parse(text).evaluate(view, build_features([view], References())[0])
+
+
+def test_default_rules_file_parses() -> None:
+    rules = parse((ROOT / "deploy" / "rules.toml").read_text())
+    assert {r.name for r in rules.rules} >= {"tablet-presses-and-parts", "fentanyl-precursors"}
+
+
+def test_watch_listed_shipper_matches_whatever_the_spelling() -> None:
+    names = [m.rule for m in _eval(RULES, _view())]
+    assert "watch-joy" in names  # 'Shenzhen Joy Trading Co Ltd' in the record
+
+
+def test_hs_watch_list_and_condition() -> None:
+    m = {**MANIFEST, "hts": "847989", "shipper": {**MANIFEST["shipper"], "name": "Other Ltd"}}
+    hits = {x.rule: x for x in _eval(RULES, _view(m))}
+    assert hits["presses"].action == "hold"
+    assert "8479" in hits["presses"].reason
+    cheap = {
+        x.rule
+        for x in _eval(RULES, _view({**MANIFEST, "declared_value": 12.0, "shipper": m["shipper"]}))
+    }
+    assert "cheap-shoes" in cheap
+    dear = {
+        x.rule
+        for x in _eval(RULES, _view({**MANIFEST, "declared_value": 120.0, "shipper": m["shipper"]}))
+    }
+    assert "cheap-shoes" not in dear
+
+
+def _entry(day: str, origin: str, value: float = 24.5, entry_type: str = "86") -> dict:
+    e = copy.deepcopy(ENTRY)
+    e["event_time"] = f"{day}T10:00:00+00:00"
+    e["entry_type"] = entry_type
+    e["shipper"]["country"] = origin
+    e["lines"][0]["value_usd"] = value
+    e["entry_number"] = "AB10012345" + str(entry_check_digit("AB1", "0012345"))
+    return e
+
+
+def test_excluded_origin_after_effective_date_is_ineligible() -> None:
+    after = _eval(RULES, _view(entry=_entry("2025-06-01", "CN")))
+    assert [m.rule for m in after if m.rule == "de-minimis-ineligible"]
+    assert "origin CN excluded since 2025-05-02" in next(
+        m.reason for m in after if m.rule == "de-minimis-ineligible"
+    )
+    before = _eval(RULES, _view(entry=_entry("2025-04-01", "CN")))
+    assert not [m for m in before if m.rule == "de-minimis-ineligible"]
+    other = _eval(RULES, _view(entry=_entry("2025-06-01", "VN")))
+    assert not [m for m in other if m.rule == "de-minimis-ineligible"]
+    dutiable = _eval(RULES, _view(entry=_entry("2025-06-01", "CN", entry_type="11")))
+    assert not [m for m in dutiable if m.rule == "de-minimis-ineligible"]
+    over = _eval(RULES, _view(entry=_entry("2025-04-01", "VN", value=950.0)))
+    assert "over $800" in next(m.reason for m in over if m.rule == "de-minimis-ineligible")
+
+
+@pytest.mark.parametrize(
+    ("bad", "line", "words"),
+    [
+        ('when = "declared_value_usd < 30 and colour == 1"', 25, "unknown field 'colour'"),
+        ("when = \"__import__('os').system('true')\"", 25, "Call is not allowed"),
+        ('when = "declared_value_usd <"', 25, "not a condition"),
+    ],
+)
+def test_bad_conditions_refused_with_the_rule_line(bad: str, line: int, words: str) -> None:
+    text = RULES.replace(
+        "when = \"declared_value_usd < 30 and hs_chapter == 64 and origin in ('CN', 'HK')\"", bad
+    )
+    with pytest.raises(RulesError) as info:
+        parse(text, "rules.toml")
+    assert f"rules.toml:{line}:" in str(info.value)
+    assert words in str(info.value)
+
+
+def test_bad_action_and_bad_toml_name_their_line() -> None:
+    with pytest.raises(RulesError, match=r"rules.toml:11: .*action must be hold or review"):
+        parse(
+            RULES.replace(
+                'action = "hold"\ncategory = "counterfeit"',
+                'action = "seize"\ncategory = "counterfeit"',
+            ),
+            "rules.toml",
+        )
+    with pytest.raises(RulesError, match="line 3"):
+        parse("[policy]\nde_minimis_usd = 800\nthis is not toml\n", "rules.toml")
+
+
+def test_rules_strengthen_but_never_weaken() -> None:
+    from streams.rules import Match
+
+    actions, cats = merge(
+        ["review", "hold", None],
+        ["fentanyl", "counterfeit", None],
+        [
+            [Match("r", "hold", "undervaluation", "x")],
+            [Match("r", "review", "fentanyl", "x")],
+            [],
+        ],
+    )
+    assert actions == ["hold", "hold", None]
+    assert cats == ["undervaluation", "counterfeit", None]
+
+
+def test_hold_cap_per_category_per_hour() -> None:
+    cap = HoldCap(2)
+    assert [cap.admit("fentanyl", 1) for _ in range(3)] == [True, True, False]
+    assert cap.admit("counterfeit", 1) and cap.admit("fentanyl", 2)
+
+
+def test_reload_takes_good_edits_and_keeps_old_rules_on_bad_ones(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(RULES)
+    rf = RulesFile(path)
+    assert rf.refresh() is None
+    path.write_text(RULES.replace('name = "presses"', 'name = "presses-v2"'))
+    os.utime(path, (1e9, 1e9))
+    assert rf.refresh() == "success"
+    assert "presses-v2" in {r.name for r in rf.rules.rules}
+    path.write_text(RULES + '\n[[rule]]\nname = "broken"\naction = "hold"\n')
+    os.utime(path, (2e9, 2e9))
+    assert rf.refresh() == "failure"
+    assert "presses-v2" in {r.name for r in rf.rules.rules}
+    assert "broken" in rf.last_error

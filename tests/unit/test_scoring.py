@@ -1,0 +1,144 @@
+"""Scoring decisions, plain-word reasons, and the registry's refusal of bad artifacts."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import orjson
+import pytest
+import skops.io as sio
+
+from models.features import References, build_features
+from models.reasons import describe
+from models.registry import ArtifactError, load, versions
+from models.scoring import Scorer, decide
+from streams.records import validate
+from tests.samples import ENTRY, MANIFEST
+
+THRESHOLDS = {
+    "fentanyl": {"hold": 0.2, "review": 0.05},
+    "counterfeit": {"hold": 0.6, "review": 0.3},
+    "undervaluation": {"hold": 0.7, "review": 0.5},
+}
+
+
+def test_decide_picks_the_label_furthest_above_its_threshold() -> None:
+    scores = np.array(
+        [
+            [0.01, 0.10, 0.10],  # nothing
+            [0.06, 0.10, 0.10],  # fentanyl review
+            [0.30, 0.65, 0.10],  # both hold; fentanyl is 1.5x its threshold, counterfeit 1.08x
+            [0.01, 0.40, 0.75],  # undervaluation hold beats a counterfeit review
+        ]
+    )
+    actions, cats = decide(scores, THRESHOLDS)
+    assert actions == [None, "review", "hold", "hold"]
+    assert cats == [None, "fentanyl", "fentanyl", "undervaluation"]
+
+
+def test_value_per_kg_reason_in_plain_words() -> None:
+    m = validate("manifest", {**MANIFEST, "declared_value": 4.1, "weight_kg": 1.0})
+    view = {"hawb": "HX1", "manifest": m, "entry": None}
+    refs = References(heading_log_vpk={"6404": math.log(123.0)})
+    row = build_features([view], refs)[0]
+    text = describe("value_per_kg_vs_hs_median", row, view, refs)
+    assert text == "declared $4.10/kg, 30x below the median for HS 6404"
+
+
+def test_mismatch_reason_names_both_values() -> None:
+    m = validate("manifest", {**MANIFEST, "declared_value": 640.0})
+    e = validate("entry", {**ENTRY, "lines": [{**ENTRY["lines"][0], "value_usd": 95.0}]})
+    view = {"hawb": "HX1", "manifest": m, "entry": e}
+    row = build_features([view], References())[0]
+    assert (
+        describe("entry_to_manifest_value_ratio", row, view, References())
+        == "manifest says $640.00, entry says $95.00"
+    )
+
+
+def test_flagged_parcels_get_reasons_from_the_real_model(model_dir) -> None:
+    scorer = Scorer(load(model_dir))
+    m = validate(
+        "manifest",
+        {
+            **MANIFEST,
+            "description": "herbal candy",
+            "hts": "170490",
+            "declared_value": 3.0,
+            "weight_kg": 0.4,
+        },
+    )
+    views = [{"hawb": f"H{i}", "manifest": m, "entry": None} for i in range(3)]
+    # force a review so the reasons path runs whatever this parcel scores
+    scorer.thresholds = {c: {"hold": 1.0, "review": 1e-9} for c in THRESHOLDS}
+    scored = scorer.score(views)
+    assert scored.actions == ["review"] * 3
+    reasons = scorer.reasons(views, scored)
+    assert set(reasons) == {0, 1, 2}
+    assert all(r and all(isinstance(x, str) and x for x in r) for r in reasons.values())
+
+
+def _copy(model_dir, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    return folder, versions(folder)[0]
+
+
+def test_tampered_artifact_refused(model_dir, tmp_path) -> None:
+    folder, v = _copy(model_dir, tmp_path)
+    blob = folder / v / "model.skops"
+    blob.write_bytes(blob.read_bytes() + b"\0")
+    with pytest.raises(ArtifactError, match="checksum"):
+        load(folder, v)
+
+
+def test_incompatible_features_refused(model_dir, tmp_path) -> None:
+    folder, v = _copy(model_dir, tmp_path)
+    meta = orjson.loads((folder / v / "meta.json").read_bytes())
+    meta["features"] = meta["features"][:-1]
+    (folder / v / "meta.json").write_bytes(orjson.dumps(meta))
+    with pytest.raises(ArtifactError, match="other features"):
+        load(folder, v)
+
+
+def test_untrusted_types_refused_even_with_a_matching_checksum(model_dir, tmp_path) -> None:
+    import hashlib
+
+    from sklearn.preprocessing import FunctionTransformer
+
+    folder, v = _copy(model_dir, tmp_path)
+    evil = sio.dumps(FunctionTransformer(func=shutil.rmtree))
+    (folder / v / "model.skops").write_bytes(evil)
+    meta = orjson.loads((folder / v / "meta.json").read_bytes())
+    meta["model_sha256"] = hashlib.sha256(evil).hexdigest()
+    (folder / v / "meta.json").write_bytes(orjson.dumps(meta))
+    with pytest.raises(ArtifactError, match="untrusted types"):
+        load(folder, v)
+
+
+def test_hold_cap_turns_extra_model_holds_into_reviews(model_dir) -> None:
+    from streams.pipeline import score_batch
+    from streams.rules import HoldCap, parse
+
+    scorer = Scorer(load(model_dir))
+    scorer.thresholds = {c: {"hold": 1e-9, "review": 1e-9} for c in THRESHOLDS}  # all hold
+    m = validate("manifest", MANIFEST)
+    parcels = [
+        {
+            "view": {"hawb": f"H{i}", "manifest": m, "entry": None},
+            "revision": 1,
+            "time": 3600.0 * 10,
+            "source": {"topic": "t", "partition": 0, "offset": i},
+        }
+        for i in range(4)
+    ]
+    rules = parse(
+        '[[rule]]\nname = "all"\naction = "hold"\ncategory = "fentanyl"\n'
+        'when = "has_manifest == 1"\n'
+    )
+    res = score_batch(parcels, scorer, b"k", None, HoldCap(1))
+    assert [a for _i, _c, a in res.flagged] == ["hold", "review", "review", "review"]
+    forced = score_batch(parcels, scorer, b"k", rules, HoldCap(1))
+    assert [a for _i, _c, a in forced.flagged] == ["hold"] * 4  # rules are not capped
