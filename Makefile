@@ -6,10 +6,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 KAFKA  := deploy/kafka/target/libs/.fetched
 MODEL  := artifacts/models
+SCHEMAS := .local/schemas/.fetched
 KAFKA_PORT ?= 9092
 export KAFKA_PORT
 
-.PHONY: run test unit integration slow bench lint setup kafka-start kafka-stop model clean
+
+.PHONY: run test unit integration slow bench lint setup tools promtool kafka-start kafka-stop model clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +23,25 @@ $(KAFKA): deploy/kafka/pom.xml
 	$(PYTHON) deploy/kafka/broker.py fetch
 	touch $@
 
+# CRD schemas for validating deploy/k8s offline (Strimzi via Maven, KEDA and the Prometheus
+# Operator via the Go module proxy); cached in .local/schemas
+$(SCHEMAS): deploy/k8s/fetch_schemas.py $(STAMP)
+	$(BIN)/python deploy/k8s/fetch_schemas.py
+	touch $@
+
+# promtool (Debian's prometheus package) checks deploy/prometheus
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	  >/dev/null; }
+
 setup: $(STAMP) $(KAFKA)
+
+# kcat (Debian) is a real peer for the tests that read holds like an analyst's tools do
+tools:
+	@command -v kcat >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && apt-get install -y -qq kcat) >/dev/null 2>&1; } \
+	  || echo "kcat not installed: the checks that use it are skipped"
 
 # a first model, trained on synthetic traffic, if none exists yet
 model: setup
@@ -32,7 +52,7 @@ run: model
 	$(BIN)/parcel-risk run
 
 ## make test: unit tests, then integration tests against the real local broker
-test: setup
+test: setup tools promtool $(SCHEMAS)
 	$(BIN)/ruff check streams models tests benchmarks deploy
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
@@ -45,8 +65,11 @@ integration: setup
 slow: setup
 	$(BIN)/python -m pytest -q -m slow -o addopts=""
 
+## make bench: model quality, then worker state at scale (real broker); see benchmarks/RESULTS.md
 bench: setup
+	$(PYTHON) deploy/kafka/broker.py start
 	$(BIN)/python -m benchmarks.model_quality
+	$(BIN)/python -m benchmarks.state
 
 lint: setup
 	$(BIN)/ruff check streams models tests benchmarks deploy
