@@ -449,8 +449,8 @@ class TrafficGenerator:
                     products=products,
                     # discount sellers price everything far below the usual, legitimately: a
                     # low value per kg alone must not give undervaluation away
-                    price=float(rng.uniform(0.03, 0.2))
-                    if rng.random() < 0.1 and not bad
+                    price=float(rng.uniform(0.02, 0.15))
+                    if rng.random() < 0.15 and not bad
                     else float(rng.lognormal(0.0, 0.3)),
                     start=float(rng.random() * 0.6) if (bad or rng.random() < 0.3) else 0.0,
                     bad=bad,
