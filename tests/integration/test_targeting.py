@@ -188,3 +188,32 @@ async def test_bad_rules_file_stops_the_worker_with_its_line(targeting, start_wo
     assert code == 2
     assert f"{s.rules}:11:" in worker.output()
     assert "action must be hold or review" in worker.output()
+
+
+async def test_dispose_publishes_a_validated_disposition(settings) -> None:
+    from streams.cli import main
+
+    s = settings
+    await ensure_topics(s)
+    env = ["--broker", s.broker, "--prefix", s.topic_prefix]
+    assert await asyncio.to_thread(main, [*env, "dispose", "HX123", "--outcome", "burned"]) == 2
+    assert (
+        await asyncio.to_thread(
+            main,
+            [
+                *env,
+                "dispose",
+                "HX123",
+                "--outcome",
+                "seized_ipr",
+                "--note",
+                "fake watches",
+                "--analyst",
+                "ana",
+            ],
+        )
+        == 0
+    )
+    (got,) = [orjson.loads(v) for _k, v in await read_all(s, "dispositions_topic", idle_s=2)]
+    assert got["hawb"] == "HX123" and got["outcome"] == "seized_ipr"
+    assert got["note"] == "fake watches" and got["analyst"] == "ana"
