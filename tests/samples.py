@@ -70,3 +70,14 @@ ENTRY: dict[str, Any] = {
         }
     ],
 }
+
+
+# the de minimis policy the rules tests share (CN/HK excluded from the 2025 suspension on)
+POLICY_TOML = """
+[policy]
+de_minimis_usd = 800
+de_minimis_entry_types = ["86"]
+[[policy.excluded_origins]]
+countries = ["CN", "HK"]
+from = "2025-05-02"
+"""

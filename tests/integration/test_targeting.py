@@ -15,24 +15,20 @@ from streams.records import entry_check_digit
 from streams.settings import ROOT
 from streams.topics import ensure_topics
 from tests.conftest import decisions_for, publish, read_all
-from tests.samples import ENTRY, MANIFEST
+from tests.samples import ENTRY, MANIFEST, POLICY_TOML
 
 pytestmark = pytest.mark.integration
 
-RULES = """
-[policy]
-de_minimis_usd = 800
-de_minimis_entry_types = ["86"]
-[[policy.excluded_origins]]
-countries = ["CN", "HK"]
-from = "2025-05-02"
-
+RULES = (
+    POLICY_TOML
+    + """
 [[rule]]
 name = "watch-acme"
 action = "hold"
 category = "counterfeit"
 shippers = ["Acme Novelty Trading Co Ltd|CN"]
 """
+)
 
 
 def _manifest(hawb: str, shipper: str, day: str) -> dict:

@@ -12,16 +12,11 @@ from models.features import References, build_features
 from streams.records import entry_check_digit, validate
 from streams.rules import HoldCap, RulesError, RulesFile, merge, parse
 from streams.settings import ROOT
-from tests.samples import ENTRY, MANIFEST
+from tests.samples import ENTRY, MANIFEST, POLICY_TOML
 
-RULES = """
-[policy]
-de_minimis_usd = 800
-de_minimis_entry_types = ["86"]
-[[policy.excluded_origins]]
-countries = ["CN", "HK"]
-from = "2025-05-02"
-
+RULES = (
+    POLICY_TOML
+    + """
 [[rule]]
 name = "watch-joy"
 action = "hold"
@@ -40,6 +35,7 @@ action = "review"
 category = "counterfeit"
 when = "declared_value_usd < 30 and hs_chapter == 64 and origin in ('CN', 'HK')"
 """
+)
 
 
 def _view(manifest: dict | None = None, entry: dict | None = None) -> dict:
