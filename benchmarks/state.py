@@ -23,7 +23,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -54,45 +57,42 @@ async def produce(s: Settings, n: int) -> None:
         await p.stop()
 
 
-async def count_decisions(s: Settings, n: int, timeout: float) -> float:
-    """Seconds until n decisions exist (consumes the decisions topic from the start)."""
+async def _decisions(s: Settings, reset: str, timeout: float) -> AsyncIterator[Any]:
+    """Messages on the decisions topic (from the start or from now) until `timeout`."""
     c = AIOKafkaConsumer(
         s.topic("decisions_topic"),
         bootstrap_servers=s.bootstrap,
         group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await c.start()
-    start = time.monotonic()
-    seen = 0
-    try:
-        while seen < n and time.monotonic() - start < timeout:
-            for msgs in (await c.getmany(timeout_ms=1000, max_records=20000)).values():
-                seen += len(msgs)
-    finally:
-        await c.stop()
-    if seen < n:
-        raise TimeoutError(f"only {seen} of {n} decisions after {timeout}s")
-    return time.monotonic() - start
-
-
-async def decision_of(s: Settings, hawb: str, timeout: float = 600) -> dict:
-    c = AIOKafkaConsumer(
-        s.topic("decisions_topic"),
-        bootstrap_servers=s.bootstrap,
-        group_id=None,
-        auto_offset_reset="latest",
+        auto_offset_reset=reset,
     )
     await c.start()
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for msgs in (await c.getmany(timeout_ms=500)).values():
+            for msgs in (await c.getmany(timeout_ms=1000, max_records=20000)).values():
                 for m in msgs:
-                    if m.key == hawb.encode():
-                        return orjson.loads(m.value)
+                    yield m
     finally:
         await c.stop()
+
+
+async def count_decisions(s: Settings, n: int, timeout: float) -> float:
+    """Seconds until n decisions exist (consumes the decisions topic from the start)."""
+    start = time.monotonic()
+    seen = 0
+    async with aclosing(_decisions(s, "earliest", timeout)) as messages:
+        async for _m in messages:
+            seen += 1
+            if seen >= n:
+                return time.monotonic() - start
+    raise TimeoutError(f"only {seen} of {n} decisions after {timeout}s")
+
+
+async def decision_of(s: Settings, hawb: str, timeout: float = 600) -> dict:
+    async with aclosing(_decisions(s, "latest", timeout)) as messages:
+        async for m in messages:
+            if m.key == hawb.encode():
+                return orjson.loads(m.value)
     raise TimeoutError(f"no decision for {hawb}")
 
 
