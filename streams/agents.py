@@ -79,6 +79,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     rules = RulesFile(Path(s.rules) if s.rules else None)
     cap = HoldCap(s.hold_cap_per_hour)
     tables = define(app, s)
+    stream_time = [0.0]  # newest event time joined by this worker (epoch seconds)
     pkey = s.pseudonym_key.encode()
 
     async def send(messages: Sequence[Outgoing]) -> None:
@@ -115,6 +116,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
                 metrics.RECORDS.labels(ev.message.topic).inc()
                 batch.append(Incoming(kinds[ev.message.topic], _source(ev), ev.message.value))
             res = join_batch(batch, tables.bills, s.max_record_bytes, ctx=per_event(events))
+            stream_time[0] = max(stream_time[0], res.newest)
             await send(dead_letters(res.dead))
             for item, err in res.dead:
                 metrics.DEAD_LETTERS.labels(item.source.topic, err.field.split(".")[0]).inc()
@@ -169,6 +171,11 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
 
     @app.timer(interval=s.bill_sweep_s)
     async def expire_bills() -> None:
-        sweep_bills(tables.bills, s.bill_ttl_s)
+        if not stream_time[0]:
+            return
+        try:  # housekeeping must never take the worker down
+            sweep_bills(tables.bills, s.bill_ttl_s, stream_time[0], s.topic("manifest_topic"))
+        except Exception:
+            log.exception("bill expiry sweep failed; will retry at the next interval")
 
     return tables

@@ -44,6 +44,7 @@ class Incoming:
 class JoinResult:
     forward: list[Forward] = field(default_factory=list)
     dead: list[tuple[Incoming, RecordError]] = field(default_factory=list)
+    newest: float = 0.0  # the latest event time joined: stream time, for expiry
 
 
 def _parties(view: ParcelView | dict[str, Any]) -> tuple[str, str]:
@@ -93,6 +94,7 @@ def join_batch(
                 }
             else:
                 bill, view = join_record(bill, item.kind, rec, item.source.partition)
+                res.newest = max(res.newest, bill["last_seen"])
                 bills[hawb] = bill
                 shipper, consignee = _parties(view)
                 msg = {

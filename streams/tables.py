@@ -10,7 +10,6 @@ that record's own partition, store and changelog.
 from __future__ import annotations
 
 import logging
-import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,18 +57,24 @@ def in_event(event: Any) -> Iterator[None]:
 
 
 class PartitionEvent:
-    """A stand-in event for table work outside a stream (the expiry sweep)."""
+    """A stand-in event for table work outside a stream (the expiry sweep).
 
-    def __init__(self, partition: int) -> None:
-        self.message = SimpleNamespace(partition=partition)
+    Faust reads the partition and checks it against the table's source topic.
+    """
+
+    def __init__(self, partition: int, topic: str) -> None:
+        self.message = SimpleNamespace(partition=partition, topic=topic)
 
 
-def sweep_bills(bills: faust.Table, ttl_s: float, now: float | None = None) -> int:
-    """Forget bills not seen for `ttl_s`, each in its own partition; returns how many."""
-    now = time.time() if now is None else now
+def sweep_bills(bills: faust.Table, ttl_s: float, now: float, source_topic: str) -> int:
+    """Forget bills not seen for `ttl_s`, each in its own partition; returns how many.
+
+    `now` is stream time (the newest event time seen), not the wall clock: a backfill of
+    last year's traffic must not expire the bills it is joining.
+    """
     stale = [(k, v["p"]) for k, v in list(bills.items()) if v and expired(v, now, ttl_s)]
     for key, partition in stale:
-        ev = PartitionEvent(partition)
+        ev = PartitionEvent(partition, source_topic)
         with in_event(ev):
             del bills[key]
     if stale:

@@ -127,5 +127,5 @@ def test_expiry_sweep_forgets_old_bills() -> None:
     newer = copy.deepcopy(MANIFEST) | {"hawb": "HX9", "event_time": "2025-04-20T00:00:00Z"}
     join_batch([_in("manifest", newer, 1)], bills, 1 << 20)
     now = bills["HX9"]["last_seen"] + 5 * history.DAY
-    assert sweep_bills(bills, ttl_s=30 * history.DAY, now=now) == 1  # type: ignore[arg-type]
+    assert sweep_bills(bills, 30 * history.DAY, now, "parcels.manifest") == 1  # type: ignore[arg-type]
     assert set(bills) == {"HX9"}
