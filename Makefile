@@ -65,11 +65,14 @@ integration: setup
 slow: setup
 	$(BIN)/python -m pytest -q -m slow -o addopts=""
 
-## make bench: model quality, then worker state at scale (real broker); see benchmarks/RESULTS.md
+## make bench: throughput and latency, worker state at scale, model quality (real broker);
+## about an hour on 2 cores; figures in benchmarks/RESULTS.md
 bench: setup
 	$(PYTHON) deploy/kafka/broker.py start
-	$(BIN)/python -m benchmarks.model_quality
+	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks.latency
 	$(BIN)/python -m benchmarks.state
+	$(BIN)/python -m benchmarks.model_quality
 
 lint: setup
 	$(BIN)/ruff check streams models tests benchmarks deploy

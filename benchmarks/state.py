@@ -19,8 +19,6 @@ import copy
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +29,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from benchmarks import harness
 from models.features import INDEX
 from streams.settings import ROOT, Settings
 from streams.topics import ensure_topics
@@ -96,42 +95,10 @@ async def decision_of(s: Settings, hawb: str, timeout: float = 600) -> dict:
     raise TimeoutError(f"no decision for {hawb}")
 
 
-def start_worker(s: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PARCEL_RISK_BROKER": s.broker,
-        "PARCEL_RISK_TOPIC_PREFIX": s.topic_prefix,
-        "PARCEL_RISK_APP_ID": s.app_id,
-        "PARCEL_RISK_PARTITIONS": str(s.partitions),
-        "PARCEL_RISK_DATA_DIR": str(s.data_dir),
-        "PARCEL_RISK_WEB_PORT": "6090",
-        "PARCEL_RISK_STORE": "rocksdb://",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker"],
-        env=env,
-        cwd=ROOT,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def du_mib(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
-
-
 async def recover(s: Settings, log: Path, probe: int) -> tuple[float, dict]:
     """Start a worker, send a parcel from a known shipper, time until its decision."""
     started = time.monotonic()
-    w = start_worker(s, log)
+    w = harness.start_worker(s, log)
     hawb = f"P{uuid.uuid4().hex[:10].upper()}"
     waiter = asyncio.create_task(decision_of(s, hawb))
     await asyncio.sleep(1.0)
@@ -170,12 +137,12 @@ async def main() -> None:
         f"produced {args.shippers:,} manifests from distinct shippers in "
         f"{time.monotonic() - t0:.0f}s"
     )
-    w = start_worker(s, log)
+    w = harness.start_worker(s, log)
     took = await count_decisions(s, args.shippers, timeout=7200)
-    rss = rss_mib(w.pid)
+    rss = harness.rss_mib(w.pid)
     print(
         f"decided all in {took:.0f}s ({args.shippers / took:,.0f} parcels/s through three "
-        f"stages); worker RSS {rss:,.0f} MiB; local RocksDB {du_mib(s.data_dir):,.0f} MiB"
+        f"stages); worker RSS {rss:,.0f} MiB; local RocksDB {harness.du_mib(s.data_dir):,.0f} MiB"
     )
     os.kill(w.pid, signal.SIGKILL)
     w.wait()

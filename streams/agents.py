@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 from faust.types import EventT
 
-from streams import metrics
+from streams import envelopes, metrics
 from streams.pipeline import (
     Ctx,
     Incoming,
@@ -36,7 +34,7 @@ from streams.records import CATEGORIES, RecordError
 from streams.rules import HoldCap, RulesFile
 from streams.serving import ModelServer, follow
 from streams.settings import Settings
-from streams.tables import Tables, define, in_event, sweep_bills
+from streams.tables import BatchedTable, Tables, define, in_event, sweep_bills
 from streams.topics import category_holds_topic
 
 log = logging.getLogger(__name__)
@@ -82,59 +80,96 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     stream_time = [0.0]  # newest event time joined by this worker (epoch seconds)
     pkey = s.pseudonym_key.encode()
 
+    transactional = s.processing_guarantee == "exactly_once"
+    # stage batches count envelopes: about batch_size records
+    envelope_batch = max(4, s.batch_size // (envelopes.MAX_RECORDS // 2))
+
+    async def produce(messages: Iterable[tuple[faust.TopicT, int | None, bytes, bytes]]) -> None:
+        """Produce (topic, partition, key, value) messages and wait until the broker has all.
+
+        Awaited before the batch's offsets are acknowledged (at-least-once). Straight to the
+        producer, not through Faust's per-message channel path; under exactly-once, through
+        Faust, whose sends join the current transaction.
+        """
+        if transactional:
+            for topic, partition, key, value in messages:
+                await topic.send(key=key, value=value, partition=partition)
+            return
+        send = app.producer.send
+        futures = [
+            await send(topic.get_topic_name(), key, value, partition, None, None)
+            for topic, partition, key, value in messages
+        ]
+        await asyncio.gather(*futures)
+
     async def send(messages: Sequence[Outgoing]) -> None:
-        for o in messages:
-            await outputs[o.output].send(key=o.key, value=o.value)
+        await produce((outputs[o.output], None, o.key, o.value) for o in messages)
 
     async def forward(topic: faust.TopicT, items: Sequence[tuple[bytes, dict]]) -> None:
-        for key, msg in items:
-            await topic.send(key=key, value=orjson.dumps(msg))
+        await produce(
+            (topic, partition, b"", value)
+            for partition, value in envelopes.pack(items, s.partitions)
+        )
 
-    def decode_internal(events: Sequence[EventT]) -> tuple[list[EventT], list[dict]]:
-        """Stage messages are ours, but a corrupt one still goes to the dead letters."""
-        good_events, msgs, bad = [], [], []
+    async def flush(*changed: BatchedTable) -> None:
+        for table in changed:
+            await table.flush_changelog()
+
+    async def unpack(events: Sequence[EventT]) -> tuple[list[EventT], list[dict]]:
+        """Records of stage envelopes, each with its envelope's event (so its partition).
+
+        Stage messages are ours, but a corrupt one still goes to the dead letters.
+        """
+        record_events: list[EventT] = []
+        records: list[dict] = []
+        bad = []
         for ev in events:
             try:
-                msgs.append(orjson.loads(ev.message.value))
-                good_events.append(ev)
-            except orjson.JSONDecodeError as exc:
+                batch = envelopes.unpack(ev.message.value)
+            except envelopes.EnvelopeError as exc:
                 bad.append(
                     (
                         Incoming("internal", _source(ev), ev.message.value),
-                        RecordError("record", f"corrupt stage message ({exc})"),
+                        RecordError("record", str(exc)),
                     )
                 )
+                continue
+            records.extend(batch)
+            record_events.extend([ev] * len(batch))
         if bad:
-            app.loop.create_task(send(dead_letters(bad)))
-        return good_events, msgs
+            await send(dead_letters(bad))
+            metrics.count_dead_letters((item.source.topic, err.field) for item, err in bad)
+        return record_events, records
 
     @app.agent(inputs, name="join-bills")
     async def join_bills(stream: AsyncIterable[EventT]) -> None:
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):  # type: ignore[attr-defined]
-            batch = []
-            for ev in events:
-                metrics.RECORDS.labels(ev.message.topic).inc()
-                batch.append(Incoming(kinds[ev.message.topic], _source(ev), ev.message.value))
+            batch = [
+                Incoming(kinds[ev.message.topic], _source(ev), ev.message.value) for ev in events
+            ]
+            metrics.count_records(item.source.topic for item in batch)
             res = join_batch(batch, tables.bills, s.max_record_bytes, ctx=per_event(events))
             stream_time[0] = max(stream_time[0], res.newest)
             await send(dead_letters(res.dead))
-            for item, err in res.dead:
-                metrics.DEAD_LETTERS.labels(item.source.topic, err.field.split(".")[0]).inc()
+            metrics.count_dead_letters((item.source.topic, err.field) for item, err in res.dead)
             await forward(by_consignee, res.forward)
+            await flush(tables.bills)
 
     @app.agent(by_consignee, name="consignee-history")
     async def consignee_history(stream: AsyncIterable[EventT]) -> None:
-        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):  # type: ignore[attr-defined]
-            evs, msgs = decode_internal(events)
+        async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
+            evs, msgs = await unpack(events)
             out = consignee_batch(msgs, tables.consignees, ctx=per_event(evs))
             await forward(by_shipper, out)
+            await flush(tables.consignees)
 
     @app.agent(by_shipper, name="score-parcels")
     async def score_parcels(stream: AsyncIterable[EventT]) -> None:
-        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):  # type: ignore[attr-defined]
-            evs, msgs = decode_internal(events)
+        async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
+            evs, msgs = await unpack(events)
             parcels = shipper_batch(msgs, tables.shippers, ctx=per_event(evs))
             if not parcels:
+                await flush(tables.shippers)
                 continue
             parcel_events = [ev for ev, m in zip(evs, msgs, strict=True) if m["t"] == "parcel"]
             started = time.perf_counter()
@@ -149,16 +184,8 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             metrics.BATCH_SIZE.observe(len(parcels))
             await send(res.out)
             record_holds(parcels, res.flagged, tables.shippers, ctx=per_event(parcel_events))
-            metrics.DECISIONS.inc(len(parcels))
-            for _i, category, action in res.flagged:
-                metrics.HOLDS.labels(category, action).inc()
-            for rule in res.rule_hits:
-                metrics.RULE_MATCHES.labels(rule).inc()
-            now = datetime.now(UTC)
-            for t in res.event_times:
-                metrics.LATENCY_SECONDS.observe(
-                    max(0.0, (now - datetime.fromisoformat(t)).total_seconds())
-                )
+            await flush(tables.shippers)
+            metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)
 
     @app.task
     async def follow_promotions() -> None:
@@ -175,6 +202,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             return
         try:  # housekeeping must never take the worker down
             sweep_bills(tables.bills, s.bill_ttl_s, stream_time[0], s.topic("manifest_topic"))
+            await flush(tables.bills)
         except Exception:
             log.exception("bill expiry sweep failed; will retry at the next interval")
 

@@ -23,6 +23,7 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
         topic_partitions=s.partitions,
         topic_allow_declare=True,
         processing_guarantee=s.processing_guarantee,
+        broker_session_timeout=s.session_timeout_s,
         consumer_auto_offset_reset="earliest",
         web_host=s.web_host,
         web_port=s.web_port,
@@ -31,7 +32,9 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
         producer_max_batch_size=256 * 1024,
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
-        stream_buffer_maxsize=max(4096, 2 * s.batch_size),
+        # events buffered per partition before fetching pauses; stage envelopes hold up to
+        # 100 records each, so this also bounds the memory of a stage that falls behind
+        stream_buffer_maxsize=512,
         autodiscover=False,
     )
     setup_prometheus_sensors(app)

@@ -6,6 +6,10 @@ topic names, categories, actions and field names only: never names or addresses.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
 from prometheus_client import Counter, Histogram, Info
 
 RECORDS = Counter("parcel_risk_records_consumed_total", "Input records consumed", ["topic"])
@@ -32,4 +36,39 @@ LATENCY_SECONDS = Histogram(
 MODEL = Info("parcel_risk_model", "The model version being served")
 MODEL_LOADS = Counter("parcel_risk_model_loads_total", "Model load attempts", ["result"])
 RULE_RELOADS = Counter("parcel_risk_rule_reloads_total", "Rules file reloads", ["result"])
+TABLE_OPERATIONS = Counter(
+    "parcel_risk_table_operations_total",
+    "Reads and writes of the worker's tables",
+    ["table", "operation"],
+)
 RULE_MATCHES = Counter("parcel_risk_rule_matches_total", "Decisions a rule matched", ["rule"])
+
+
+def count_records(topics: Iterable[str]) -> None:
+    for topic, n in Tally(topics).items():
+        RECORDS.labels(topic).inc(n)
+
+
+def count_dead_letters(where: Iterable[tuple[str, str]]) -> None:
+    """Dead letters by input topic and the top-level field that failed."""
+    for (topic, field), n in Tally((t, f.split(".")[0].split("[")[0]) for t, f in where).items():
+        DEAD_LETTERS.labels(topic, field).inc(n)
+
+
+def count_decisions(
+    flagged: Sequence[tuple[int, str, str]], rule_hits: Sequence[str], event_times: Sequence[str]
+) -> None:
+    """A scored batch: decisions, holds by category and action, rule matches, latency."""
+    DECISIONS.inc(len(event_times))
+    for (category, action), n in Tally((c, a) for _i, c, a in flagged).items():
+        HOLDS.labels(category, action).inc(n)
+    for rule, n in Tally(rule_hits).items():
+        RULE_MATCHES.labels(rule).inc(n)
+    now = datetime.now(UTC)
+    for t in event_times:
+        LATENCY_SECONDS.observe(max(0.0, (now - datetime.fromisoformat(t)).total_seconds()))
+
+
+def count_table_operations(table: str, reads: int, writes: int) -> None:
+    TABLE_OPERATIONS.labels(table, "read").inc(reads)
+    TABLE_OPERATIONS.labels(table, "write").inc(writes)

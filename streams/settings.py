@@ -32,7 +32,7 @@ class Settings:
     control_topic: str = "models.control"
     # scoring
     batch_size: int = 2000
-    batch_within_s: float = 0.2
+    batch_within_s: float = 0.05  # per stage: the longest a record waits for its batch to fill
     model_dir: Path = field(default=ROOT / "artifacts" / "models")
     model_version: str = ""  # empty: the promoted one, else the newest in model_dir
     # JSON overriding the artifact's thresholds, e.g. {"fentanyl": {"hold": 0.2}}
@@ -46,6 +46,10 @@ class Settings:
     store: str = "rocksdb://"  # rocksdict; memory:// for throwaway runs
     data_dir: Path = field(default=ROOT / ".local" / "worker")
     processing_guarantee: str = "at_least_once"
+    # how long the group waits for a silent worker before handing its partitions to others:
+    # most of what a crash costs (Faust's default is 60 s); heartbeats run in Faust's own
+    # consumer thread, so a long batch does not miss them
+    session_timeout_s: float = 10.0
     log_level: str = "warning"
     # targeting rules and policy (TOML); empty: model only
     rules: str = str(ROOT / "deploy" / "rules.toml")

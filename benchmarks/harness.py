@@ -1,0 +1,141 @@
+"""What every benchmark needs: worker processes, the real broker's offsets, and resources.
+
+Throughput is read from the output topic itself: the number of messages (end offsets)
+over the span between the first and the last message's CreateTime (stamped by the
+producing client when it sent them). Every system under test is measured the same way,
+start-up excluded, and nothing has to read millions of messages back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.settings import ROOT, Settings
+
+
+def start_worker(
+    s: Settings, log: Path, web_port: int = 6090, module: str = "streams.cli", **env: str
+) -> subprocess.Popen[bytes]:
+    """A worker subprocess (`module` worker) for these settings, in its own session."""
+    environ = {
+        **os.environ,
+        "PARCEL_RISK_BROKER": s.broker,
+        "PARCEL_RISK_TOPIC_PREFIX": s.topic_prefix,
+        "PARCEL_RISK_APP_ID": s.app_id,
+        "PARCEL_RISK_PARTITIONS": str(s.partitions),
+        "PARCEL_RISK_DATA_DIR": str(s.data_dir),
+        "PARCEL_RISK_MODEL_DIR": str(s.model_dir),
+        "PARCEL_RISK_WEB_PORT": str(web_port),
+        "PARCEL_RISK_STORE": s.store,
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "worker"],
+        env=environ,
+        cwd=ROOT,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Stop a process this benchmark started, by its pid: TERM, then KILL."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def du_mib(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+async def _consumer(s: Settings) -> AIOKafkaConsumer:
+    c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False)
+    await c.start()
+    return c
+
+
+async def _partitions(c: AIOKafkaConsumer, topics: Sequence[str]) -> list[TopicPartition]:
+    tps = []
+    for t in topics:
+        parts = c.partitions_for_topic(t)
+        if parts is None:
+            await c._client.force_metadata_update()  # a topic created moments ago
+            parts = c.partitions_for_topic(t) or set()
+        tps.extend(TopicPartition(t, p) for p in sorted(parts))
+    return tps
+
+
+async def count(s: Settings, *topics: str) -> int:
+    """Messages on these topics (sum of end offsets; the topics are never compacted)."""
+    c = await _consumer(s)
+    try:
+        tps = await _partitions(c, topics)
+        return sum((await c.end_offsets(tps)).values()) if tps else 0
+    finally:
+        await c.stop()
+
+
+async def wait_for_count(
+    s: Settings, topic: str, n: int, timeout: float, stall_s: float = 120.0
+) -> int:
+    """Poll until `topic` holds n messages; give up after `timeout` or `stall_s` without growth."""
+    deadline = time.monotonic() + timeout
+    last, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        got = await count(s, topic)
+        if got >= n:
+            return got
+        if got != last:
+            last, last_change = got, time.monotonic()
+        elif time.monotonic() - last_change > stall_s:
+            break
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"{topic}: {last:,} of {n:,} messages")
+
+
+async def span_s(s: Settings, topic: str) -> float:
+    """Seconds between the first and the last message's CreateTime on `topic`."""
+    c = await _consumer(s)
+    try:
+        tps = await _partitions(c, [topic])
+        ends = await c.end_offsets(tps)
+        firsts, lasts = [], []
+        for tp in tps:
+            if not ends[tp]:
+                continue
+            for offset, into in ((0, firsts), (ends[tp] - 1, lasts)):
+                c.assign([tp])
+                c.seek(tp, offset)
+                msg = await c.getone()
+                into.append(msg.timestamp / 1000)
+        return max(lasts) - min(firsts)
+    finally:
+        await c.stop()
+
+
+async def rate(s: Settings, topic: str) -> tuple[int, float]:
+    """(messages, messages per second) of what is on `topic`."""
+    n = await count(s, topic)
+    return n, n / max(await span_s(s, topic), 1e-6)

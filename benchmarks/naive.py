@@ -1,0 +1,70 @@
+"""The naive baseline: a Faust agent that decodes and scores one event at a time.
+
+    python -m benchmarks.naive worker      (configured by PARCEL_RISK_* like the worker)
+
+What a first Faust scorer looks like: `async for` over values, one model call and one
+awaited send per record. It does less than the pipeline (no join, no history, no rules,
+no reasons), so the ratio against it is, if anything, flattering to the naive agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+
+import faust
+import orjson
+from faust.types import EventT
+
+from models.features import ParcelView
+from models.registry import load
+from models.scoring import Scorer
+from streams.records import RecordError, decode
+from streams.settings import Settings, from_env
+
+OUTPUT = "bench.naive"
+
+
+def create_app(s: Settings, scorer: Scorer) -> faust.App:
+    app = faust.App(
+        f"{s.app_id}-naive",
+        broker=f"kafka://{s.bootstrap}",
+        store="memory://",
+        topic_partitions=s.partitions,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        autodiscover=False,
+    )
+    kinds = {s.topic("manifest_topic"): "manifest", s.topic("entries_topic"): "entry"}
+    raw = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    inputs = app.topic(*kinds, **raw)
+    out = app.topic(s.topic_prefix + OUTPUT, **raw)
+
+    @app.agent(inputs)
+    async def score(stream: AsyncIterable[EventT]) -> None:
+        async for ev in stream.events():  # type: ignore[attr-defined]
+            kind = kinds[ev.message.topic]
+            try:
+                rec = decode(kind, ev.message.value, s.max_record_bytes)
+            except RecordError:
+                continue
+            view = ParcelView(hawb=rec["hawb"], **{kind: rec})  # type: ignore[typeddict-item]
+            scored = scorer.score([view])
+            value = {"hawb": rec["hawb"], "scores": scored.scores[0].tolist()}
+            await out.send(key=ev.message.key, value=orjson.dumps(value))
+
+    return app
+
+
+def main() -> None:
+    s = from_env()
+    app = create_app(s, Scorer(load(s.model_dir, s.model_version or None)))
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
