@@ -80,7 +80,6 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     stream_time = [0.0]  # newest event time joined by this worker (epoch seconds)
     pkey = s.pseudonym_key.encode()
 
-    transactional = s.processing_guarantee == "exactly_once"
     # stage batches count envelopes: about batch_size records
     envelope_batch = max(4, s.batch_size // (envelopes.MAX_RECORDS // 2))
 
@@ -88,13 +87,8 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
         """Produce (topic, partition, key, value) messages and wait until the broker has all.
 
         Awaited before the batch's offsets are acknowledged (at-least-once). Straight to the
-        producer, not through Faust's per-message channel path; under exactly-once, through
-        Faust, whose sends join the current transaction.
+        producer, not through Faust's per-message channel path.
         """
-        if transactional:
-            for topic, partition, key, value in messages:
-                await topic.send(key=key, value=value, partition=partition)
-            return
         send = app.producer.send
         futures = [
             await send(topic.get_topic_name(), key, value, partition, None, None)

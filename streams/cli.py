@@ -58,6 +58,11 @@ def cmd_worker(a: argparse.Namespace) -> int:
             if v is not None
         }
     )
+    try:
+        s.check()
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
     asyncio.run(ensure_topics(s))
     promotion, control_offset = asyncio.run(promoted(s))
     version = s.model_version or (promotion or {}).get("version")

@@ -16,6 +16,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+GUARANTEES = (
+    "only at_least_once is supported. faust-streaming's exactly_once ties each transaction "
+    "to a destination partition, which the worker's repartitioning stages do not share with "
+    "their sources: measured, one SIGKILL in a 3,000-parcel run left 2,300 duplicate "
+    "decisions with exactly_once, so it would be a false promise"
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     broker: str = "127.0.0.1:9092"
@@ -45,6 +53,8 @@ class Settings:
     web_port: int = 6066
     store: str = "rocksdb://"  # rocksdict; memory:// for throwaway runs
     data_dir: Path = field(default=ROOT / ".local" / "worker")
+    # at-least-once: duplicates after a crash carry the same source (topic, partition,
+    # offset), so readers can drop them; see GUARANTEES for why not exactly-once
     processing_guarantee: str = "at_least_once"
     # how long the group waits for a silent worker before handing its partitions to others:
     # most of what a crash costs (Faust's default is 60 s); heartbeats run in Faust's own
@@ -58,6 +68,13 @@ class Settings:
     hold_cap_per_hour: int = 0
     # keyed hashes for pseudonymised decisions: set a secret in production
     pseudonym_key: str = "local-development-key"
+
+    def check(self) -> None:
+        """Refuse settings that would promise what the worker does not do."""
+        if self.processing_guarantee != "at_least_once":
+            raise ValueError(
+                f"PARCEL_RISK_PROCESSING_GUARANTEE={self.processing_guarantee}: {GUARANTEES}"
+            )
 
     def topic(self, name: str) -> str:
         """Full topic name for a settings attribute like 'holds_topic'."""

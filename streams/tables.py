@@ -43,11 +43,7 @@ class Tables:
 
 
 class BatchedTable(faust.Table):
-    """A table whose changelog writes are produced per batch, not per write.
-
-    Under exactly-once the writes belong to Faust's transactions, so Faust's own path is
-    kept there.
-    """
+    """A table whose changelog writes are produced per batch, not per write."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,13 +57,9 @@ class BatchedTable(faust.Table):
         return self.data.get(key, default)
 
     def on_key_set(self, key: str, value: Any) -> None:
-        if self.app.in_transaction:
-            return super().on_key_set(key, value)
         self._pending.append((self.partition_for_key(key), key, value))  # type: ignore[arg-type]
 
     def on_key_del(self, key: str) -> None:
-        if self.app.in_transaction:
-            return super().on_key_del(key)
         self._pending.append((self.partition_for_key(key), key, None))  # type: ignore[arg-type]
 
     async def flush_changelog(self) -> int:

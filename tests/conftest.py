@@ -152,10 +152,12 @@ async def read_all(
     expect: int | None = None,
     timeout: float = 120.0,
     worker: WorkerProcess | None = None,
+    isolation_level: str = "read_uncommitted",
 ) -> list[tuple[bytes, bytes]]:
     """Every (key, value) on a topic, read until `expect` messages or `idle_s` of silence.
 
-    With `worker`, a worker that died fails the read at once, with its output.
+    With `worker`, a worker that died fails the read at once, with its output;
+    read_committed skips messages of aborted transactions (exactly-once runs).
     """
     from aiokafka import AIOKafkaConsumer
 
@@ -165,6 +167,7 @@ async def read_all(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        isolation_level=isolation_level,
     )
     await consumer.start()
     got: list[tuple[bytes, bytes]] = []
