@@ -29,6 +29,7 @@ def create_app(s: Settings, scorer: Scorer) -> faust.App:
         f"{s.app_id}-naive",
         broker=f"kafka://{s.bootstrap}",
         store="memory://",
+        datadir=str(s.data_dir / "naive"),
         topic_partitions=s.partitions,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from streams import agents
+from streams import agents, monitoring
 from streams.serving import ModelServer
 from streams.settings import Settings
 
@@ -39,4 +39,5 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
     )
     setup_prometheus_sensors(app)
     app.tables_ = agents.register(app, s, server)  # type: ignore[attr-defined]
+    monitoring.register(app, app.tables_)  # type: ignore[attr-defined]
     return app

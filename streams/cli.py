@@ -63,6 +63,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
+    s.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     asyncio.run(ensure_topics(s))
     promotion, control_offset = asyncio.run(promoted(s))
     version = s.model_version or (promotion or {}).get("version")

@@ -74,7 +74,7 @@ class BatchedTable(faust.Table):
         futures = [
             await send(
                 topic,
-                key.encode(),
+                dumps(self.key_serializer, key),
                 None if value is None else dumps(self.value_serializer, value),
                 partition,
                 None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import signal
 
 import pytest
@@ -95,7 +96,9 @@ async def test_value_mismatch_raises_undervaluation(settings, start_worker) -> N
     assert diff["scores"]["undervaluation"] > same["scores"]["undervaluation"]
 
 
-async def test_history_survives_a_killed_worker(settings, start_worker) -> None:
+@pytest.mark.parametrize("local_store", ["kept", "lost"])
+async def test_history_survives_a_killed_worker(settings, start_worker, local_store) -> None:
+    """With the local RocksDB store, or rebuilt from the changelog topics on a new machine."""
     await ensure_topics(settings)
     shipper = "Dongguan Steady Ltd"
     worker = start_worker(settings)
@@ -103,6 +106,8 @@ async def test_history_survives_a_killed_worker(settings, start_worker) -> None:
     await publish(settings, "manifest_topic", first)
     await decisions_for(settings, {m["hawb"] for m in first})
     worker.stop(signal.SIGKILL)
+    if local_store == "lost":
+        shutil.rmtree(settings.data_dir)
     start_worker(settings)
     await publish(
         settings, "manifest_topic", [manifest("KEEP9", shipper, "2025-03-08T08:00:00+00:00")]
