@@ -6,7 +6,8 @@ is trained on exactly the history the worker will show it. Features describe the
 *before* the parcel being scored.
 
 State stays bounded per entity: counters, sums and a capped set of short hashes for the
-distinct counts.
+distinct counts, and the last few events counted (so a replay after a crash, which
+at-least-once delivery allows, is not counted twice).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any
 
 DAY = 86_400.0
 MAX_DISTINCT = 200  # distinct counts saturate here; enough to tell 1 from many
+# events remembered per entity: covers what a crashed worker replays (its uncommitted
+# batches) for every entity with fewer than this many events in that window
+RECENT = 32
 
 _NON_ALNUM = re.compile(r"[^a-z0-9 ]+")
 _COMPANY_SUFFIXES = frozenset(
@@ -76,6 +80,17 @@ def _add_distinct(state: dict[str, Any], field: str, key: str) -> None:
     h = _short(key)
     if h not in seen and len(seen) < MAX_DISTINCT:
         seen.append(h)
+
+
+def replayed(state: Mapping[str, Any] | None, event: str) -> bool:
+    """Was this event (e.g. 'parcel:HAWB') already counted in this entity's history?"""
+    return bool(state) and _short(event) in state.get("recent", ())
+
+
+def remember(state: dict[str, Any], event: str) -> dict[str, Any]:
+    """Note an event as counted; the oldest is forgotten beyond RECENT."""
+    state["recent"] = [*state.get("recent", ()), _short(event)][-RECENT:]
+    return state
 
 
 def shipper_features(state: Mapping[str, Any] | None, now: float) -> dict[str, float]:

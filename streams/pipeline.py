@@ -110,29 +110,41 @@ def join_batch(
     return res
 
 
+def _event(m: dict[str, Any]) -> str:
+    """What a stage message counts, named so that its replay is recognised."""
+    if m["t"] == "parcel":
+        return f"parcel:{m['view']['hawb']}"
+    return f"{m['outcome']}:{m['hawb']}"
+
+
 def _enrich(
     msgs: Sequence[dict[str, Any]],
     table: Table,
     entity: str,
     ctx: Ctx,
-    on_parcel: Callable[[dict[str, Any], Any], Any | None],
+    attach: Callable[[dict[str, Any], Any], None],
+    observe: Callable[[dict[str, Any], Any], dict[str, Any]],
 ) -> None:
-    """One history stage: per message, attach the entity's history and update it.
+    """One history stage: per message, attach the entity's history, then count the message.
 
-    `on_parcel(message, state)` attaches features and returns the new state (None: keep);
-    dispositions update the seizure counts of every entity they touch.
+    Parcels get the history as it was before them (`attach`); first revisions are counted
+    (`observe`), rescores are not another parcel. Dispositions update the seizure counts.
+    An event the history already counted (a replay after a crash) is not counted again.
     """
     for i, m in enumerate(msgs):
         key = m[entity]
         with ctx(i):
             state = table.get(key)
-            new = (
-                on_parcel(m, state)
-                if m["t"] == "parcel"
-                else history.observe_outcome(state, m["outcome"])
-            )
-            if new is not None:
-                table[key] = new
+            parcel = m["t"] == "parcel"
+            if parcel:
+                attach(m, state)
+                if m["revision"] != 1:
+                    continue
+            event = _event(m)
+            if history.replayed(state, event):
+                continue
+            new = observe(m, state) if parcel else history.observe_outcome(state, m["outcome"])
+            table[key] = history.remember(new, event)
 
 
 def consignee_batch(
@@ -140,13 +152,13 @@ def consignee_batch(
 ) -> list[Forward]:
     """Stage 2 (keyed by consignee address): attach and update the consignee's history."""
 
-    def on_parcel(m: dict[str, Any], state: Any) -> Any | None:
+    def attach(m: dict[str, Any], state: Any) -> None:
         m["view"]["consignee_history"] = history.consignee_features(state, m["time"])
-        if m["revision"] != 1:  # a rescore is not another parcel
-            return None
+
+    def observe(m: dict[str, Any], state: Any) -> dict[str, Any]:
         return history.observe_consignee_parcel(state, m["shipper"], m["time"])
 
-    _enrich(msgs, consignees, "consignee", ctx, on_parcel)
+    _enrich(msgs, consignees, "consignee", ctx, attach, observe)
     return [(m["shipper"].encode(), m) for m in msgs]
 
 
@@ -168,15 +180,15 @@ def shipper_batch(
 ) -> list[dict[str, Any]]:
     """Stage 3 (keyed by shipper): attach and update the shipper's history; parcels out."""
 
-    def on_parcel(m: dict[str, Any], state: Any) -> Any | None:
+    def attach(m: dict[str, Any], state: Any) -> None:
         m["view"]["shipper_history"] = history.shipper_features(state, m["time"])
-        if m["revision"] != 1:
-            return None
+
+    def observe(m: dict[str, Any], state: Any) -> dict[str, Any]:
         return history.observe_shipper_parcel(
             state, _value(m["view"]), m["consignee"], _vague(m["view"]), m["time"]
         )
 
-    _enrich(msgs, shippers, "shipper", ctx, on_parcel)
+    _enrich(msgs, shippers, "shipper", ctx, attach, observe)
     return [m for m in msgs if m["t"] == "parcel"]
 
 
@@ -240,7 +252,10 @@ def record_holds(
         if action == "hold":
             with ctx(i):
                 key = parcels[i]["shipper"]
-                shippers[key] = history.observe_hold(shippers.get(key))
+                state = shippers.get(key)
+                event = f"hold:{parcels[i]['view']['hawb']}:{parcels[i]['revision']}"
+                if not history.replayed(state, event):
+                    shippers[key] = history.remember(history.observe_hold(state), event)
 
 
 def dead_letters(dead: Sequence[tuple[Incoming, RecordError]]) -> list[Outgoing]:

@@ -6,6 +6,7 @@ the project's own rules (deploy/prometheus) and a config pointing at this test's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from models.synthetic import GeneratorConfig, TrafficGenerator
-from streams.feed import produce_events
+from models.synthetic import GeneratorConfig
+from streams.feed import feed
 from streams.settings import ROOT, Settings
 from streams.topics import ensure_topics
 from tests.conftest import eventually, free_port
@@ -90,9 +91,18 @@ async def test_prometheus_scrapes_the_worker(
     await ensure_topics(settings)
     worker = start_worker(settings)
     prom = prometheus_for(settings.web_port)
-    events = TrafficGenerator(GeneratorConfig(seed=51)).events(800)
-    await produce_events(settings, events)
+    # a steady feed for the whole test: rate() needs the counter to move between scrapes,
+    # and a single burst can be scored before Prometheus has scraped twice
+    config = GeneratorConfig(seed=51, parcels_per_second=50)
+    feeding = asyncio.create_task(feed(settings, config, 6000, rate=50))
+    try:
+        await _check_series(prom, worker)
+    finally:
+        feeding.cancel()
+        await asyncio.gather(feeding, return_exceptions=True)
 
+
+async def _check_series(prom: Prometheus, worker) -> None:
     def value(promql: str) -> float:
         result = prom.query(promql)
         return float(result[0]["value"][1]) if result else 0.0

@@ -19,6 +19,17 @@ def _in(kind: str, rec: dict[str, Any] | bytes, offset: int = 0) -> Incoming:
     return Incoming(kind, Source(f"parcels.{kind}", 0, offset, b"k"), raw)
 
 
+def _disposition(hawb: str, outcome: str) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "event_time": "2025-03-05T00:00:00Z",
+        "hawb": hawb,
+        "outcome": outcome,
+        "examined_at": "2025-03-04T10:00:00Z",
+        "analyst": "ana",
+    }
+
+
 def _through(batch: list[Incoming], bills: dict, consignees: dict, shippers: dict) -> list:
     res = join_batch(batch, bills, 1 << 20)
     msgs = consignee_batch([m for _, m in res.forward], consignees)
@@ -48,14 +59,7 @@ def test_first_seen_manifest_is_kept() -> None:
 
 def test_bad_records_and_unknown_dispositions_are_dead_lettered() -> None:
     bills: dict = {}
-    disp = {
-        "schema_version": 1,
-        "event_time": "2025-03-05T00:00:00Z",
-        "hawb": "NOPE1",
-        "outcome": "seized_ipr",
-        "examined_at": "2025-03-04T10:00:00Z",
-        "analyst": "ana",
-    }
+    disp = _disposition("NOPE1", "seized_ipr")
     res = join_batch([_in("manifest", b"{oops"), _in("disposition", disp, 1)], bills, 1 << 20)
     assert not res.forward
     assert [e.field for _, e in res.dead] == ["record", "hawb"]
@@ -85,19 +89,41 @@ def test_seizure_disposition_reaches_shipper_and_consignee_history() -> None:
     consignees: dict = {}
     shippers: dict = {}
     _through([_in("manifest", MANIFEST)], bills, consignees, shippers)
-    disp = {
-        "schema_version": 1,
-        "event_time": "2025-03-05T00:00:00Z",
-        "hawb": "HX12345678",
-        "outcome": "seized_narcotics",
-        "examined_at": "2025-03-04T10:00:00Z",
-        "analyst": "ana",
-    }
+    disp = _disposition("HX12345678", "seized_narcotics")
     _through([_in("disposition", disp, 1)], bills, consignees, shippers)
     m2 = {**MANIFEST, "hawb": "HX3", "event_time": "2025-03-06T10:00:00+00:00"}
     (p,) = _through([_in("manifest", m2, 2)], bills, consignees, shippers)
     assert p["view"]["shipper_history"]["seized_narcotics"] == 1.0
     assert p["view"]["consignee_history"]["prior_seizures"] == 1.0
+
+
+def test_replayed_stage_messages_are_not_counted_twice() -> None:
+    """After a crash the stages re-read their uncommitted messages (at-least-once)."""
+    bills: dict = {}
+    consignees: dict = {}
+    shippers: dict = {}
+    disp = _disposition("HX12345678", "seized_ipr")
+    forward = join_batch([_in("manifest", MANIFEST), _in("disposition", disp, 1)], bills, 1 << 20)
+    msgs = [m for _, m in forward.forward]
+    for _ in range(2):  # the same stage-2 and stage-3 input, delivered twice
+        staged = consignee_batch(copy.deepcopy(msgs), consignees)
+        shipper_batch([m for _, m in staged], shippers)
+    (ship,) = shippers.values()
+    (cons,) = consignees.values()
+    assert (ship["parcels"], ship["seized_ipr"], cons["parcels"], cons["seizures"]) == (1, 1, 1, 1)
+    # a new parcel is still counted
+    m2 = {**MANIFEST, "hawb": "HX2", "event_time": "2025-03-06T10:00:00+00:00"}
+    _through([_in("manifest", m2, 2)], bills, consignees, shippers)
+    assert shippers[history.shipper_key("Shenzhen Joy", "CN")]["parcels"] == 2
+
+
+def test_remembered_events_are_bounded() -> None:
+    state: dict = {}
+    for i in range(history.RECENT + 5):
+        history.remember(state, f"parcel:H{i}")
+    assert len(state["recent"]) == history.RECENT
+    assert history.replayed(state, f"parcel:H{history.RECENT + 4}")
+    assert not history.replayed(state, "parcel:H0")  # forgotten: beyond the window
 
 
 def test_shipper_key_tolerates_case_punctuation_and_suffixes() -> None:
