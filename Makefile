@@ -69,7 +69,7 @@ slow: setup
 ## about an hour on 2 cores; figures in benchmarks/RESULTS.md
 bench: setup
 	$(PYTHON) deploy/kafka/broker.py start
-	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks.throughput --workers 1 2
 	$(BIN)/python -m benchmarks.latency
 	$(BIN)/python -m benchmarks.state
 	$(BIN)/python -m benchmarks.model_quality

@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.settings import ROOT, Settings
 
 
+def free_port() -> int:
+    """A port nobody listens on: benchmarks may run side by side."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def start_worker(
-    s: Settings, log: Path, web_port: int = 6090, module: str = "streams.cli", **env: str
+    s: Settings, log: Path, web_port: int | None = None, module: str = "streams.cli", **env: str
 ) -> subprocess.Popen[bytes]:
     """A worker subprocess (`module` worker) for these settings, in its own session."""
     environ = {
@@ -33,7 +43,7 @@ def start_worker(
         "PARCEL_RISK_PARTITIONS": str(s.partitions),
         "PARCEL_RISK_DATA_DIR": str(s.data_dir),
         "PARCEL_RISK_MODEL_DIR": str(s.model_dir),
-        "PARCEL_RISK_WEB_PORT": str(web_port),
+        "PARCEL_RISK_WEB_PORT": str(web_port or free_port()),
         "PARCEL_RISK_STORE": s.store,
         **env,
     }
@@ -115,8 +125,8 @@ async def wait_for_count(
     raise TimeoutError(f"{topic}: {last:,} of {n:,} messages")
 
 
-async def span_s(s: Settings, topic: str) -> float:
-    """Seconds between the first and the last message's CreateTime on `topic`."""
+async def times(s: Settings, topic: str) -> tuple[float, float]:
+    """CreateTimes (epoch seconds) of the first and the last message on `topic`."""
     c = await _consumer(s)
     try:
         tps = await _partitions(c, [topic])
@@ -130,12 +140,26 @@ async def span_s(s: Settings, topic: str) -> float:
                 c.seek(tp, offset)
                 msg = await c.getone()
                 into.append(msg.timestamp / 1000)
-        return max(lasts) - min(firsts)
+        return min(firsts), max(lasts)
     finally:
         await c.stop()
+
+
+def assigned(port: int, topic: str) -> float:
+    """Partitions of `topic` a worker owns, from its /metrics (0 if not up yet)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    except OSError:
+        return 0.0
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if sample.name == "parcel_risk_assigned_partitions" and sample.labels["topic"] == topic:
+                return sample.value
+    return 0.0
 
 
 async def rate(s: Settings, topic: str) -> tuple[int, float]:
     """(messages, messages per second) of what is on `topic`."""
     n = await count(s, topic)
-    return n, n / max(await span_s(s, topic), 1e-6)
+    first, last = await times(s, topic)
+    return n, n / max(last - first, 1e-6)

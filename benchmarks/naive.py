@@ -63,6 +63,7 @@ def create_app(s: Settings, scorer: Scorer) -> faust.App:
 
 def main() -> None:
     s = from_env()
+    s.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(s, Scorer(load(s.model_dir, s.model_version or None)))
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 

@@ -78,7 +78,7 @@ async def passthrough(s: Settings, n: int) -> None:
 async def run_process(
     s: Settings, module: str, topic: str, n: int, log: Path, timeout: float
 ) -> tuple[int, float, float]:
-    """Run a worker process until `topic` holds n messages: (count, per second, RSS MiB)."""
+    """Run one process until `topic` holds n messages: (count, per second, RSS MiB)."""
     proc = harness.start_worker(s, log, module=module)
     try:
         await harness.wait_for_count(s, topic, n, timeout)
@@ -89,6 +89,42 @@ async def run_process(
     return got, per_s, rss
 
 
+async def run_workers(
+    s: Settings, count: int, n: int, work: Path, timeout: float
+) -> tuple[int, float, float]:
+    """`count` workers in one group on their own decisions topic, measured once all of them
+    own partitions (a worker that joins late would otherwise count as scale-out's cost):
+    (decisions, decisions per second, summed RSS MiB)."""
+    s = s.with_(app_id=f"{s.app_id}-w{count}", decisions_topic=f"parcels.decisions.w{count}")
+    topic = s.topic("decisions_topic")
+    ports = [harness.free_port() for _ in range(count)]
+    procs = [
+        harness.start_worker(
+            s.with_(data_dir=work / f"w{count}-{i}"),
+            work / f"w{count}-{i}.log",
+            web_port=port,
+            PARCEL_RISK_DECISIONS_TOPIC=s.decisions_topic,
+        )
+        for i, port in enumerate(ports)
+    ]
+    try:
+        manifest = s.topic("manifest_topic")
+        deadline = time.monotonic() + 300
+        while not all(harness.assigned(p, manifest) for p in ports):
+            if time.monotonic() > deadline:
+                raise TimeoutError("workers did not all get partitions")
+            await asyncio.sleep(0.5)
+        joined, done_then = time.time(), await harness.count(s, topic)
+        await harness.wait_for_count(s, topic, n, timeout)
+        rss = sum(harness.rss_mib(p.pid) for p in procs)
+    finally:
+        for p in procs:
+            harness.stop(p)
+    got = await harness.count(s, topic)
+    _first, last = await harness.times(s, topic)
+    return got, (got - done_then) / max(last - joined, 1e-6), rss
+
+
 async def main() -> None:
     a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a.add_argument("--parcels", type=int, default=1_000_000)
@@ -96,6 +132,9 @@ async def main() -> None:
     a.add_argument("--partitions", type=int, default=8)
     a.add_argument("--broker", default="127.0.0.1:9092")
     a.add_argument("--seed", type=int, default=11)
+    a.add_argument(
+        "--workers", type=int, nargs="+", default=[1], help="worker counts to run, e.g. 1 2"
+    )
     args = a.parse_args()
     tag = uuid.uuid4().hex[:6]
     prefix = f"bt{tag}."
@@ -130,14 +169,18 @@ async def main() -> None:
     )
     print(f"naive Faust agent:        {naive:>9,.0f} records/s ({naive_n:,} records)")
 
-    t0 = time.monotonic()
-    got, worker, rss = await run_process(
-        s, "streams.cli", s.topic("decisions_topic"), n, work / "worker.log", timeout=4 * 3600
-    )
-    print(
-        f"parcel-risk worker:       {worker:>9,.0f} decisions/s ({got:,} decisions, "
-        f"{time.monotonic() - t0:.0f}s with start-up; RSS {rss:,.0f} MiB)"
-    )
+    rates = {}
+    for count in args.workers:
+        t0 = time.monotonic()
+        got, rates[count], rss = await run_workers(s, count, n, work, timeout=4 * 3600)
+        print(
+            f"parcel-risk, {count} worker{'s' if count > 1 else ' '}:  {rates[count]:>9,.0f} "
+            f"decisions/s ({got:,} decisions, {time.monotonic() - t0:.0f}s with start-up; "
+            f"RSS {rss:,.0f} MiB)"
+        )
+    worker = rates[args.workers[0]]
+    for count in args.workers[1:]:
+        print(f"{count} workers / {args.workers[0]}:         {rates[count] / worker:.2f}x")
     print(
         f"worker / raw passthrough: {worker / raw:.1%} (target >= 50%)\n"
         f"worker / naive agent:     {worker / naive:.1f}x (target >= 20x)"

@@ -91,6 +91,16 @@ class BatchedTable(faust.Table):
         return len(pending)
 
 
+# Per partition store (3 tables x partitions of them per worker). Faust's defaults (64 MiB x 3
+# memtables and a 2 GiB block cache, each) let one worker grow to 2.7 GiB RSS over a
+# million bills; these bound the stores to about 16 MiB each.
+ROCKSDB = {
+    "write_buffer_size": 4 * 2**20,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 8 * 2**20,
+}
+
+
 def define(app: faust.App, s: Settings) -> Tables:
     schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
 
@@ -104,6 +114,7 @@ def define(app: faust.App, s: Settings) -> Tables:
                 partitions=s.partitions,
                 schema=schema,
                 help=help_,
+                options=dict(ROCKSDB),  # a copy: Faust's store pops keys from it
             )
         )
 
