@@ -21,7 +21,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.settings import ROOT, Settings
+from streams.settings import ROOT, Settings, to_env
 
 
 def free_port() -> int:
@@ -37,14 +37,8 @@ def start_worker(
     """A worker subprocess (`module` worker) for these settings, in its own session."""
     environ = {
         **os.environ,
-        "PARCEL_RISK_BROKER": s.broker,
-        "PARCEL_RISK_TOPIC_PREFIX": s.topic_prefix,
-        "PARCEL_RISK_APP_ID": s.app_id,
-        "PARCEL_RISK_PARTITIONS": str(s.partitions),
-        "PARCEL_RISK_DATA_DIR": str(s.data_dir),
-        "PARCEL_RISK_MODEL_DIR": str(s.model_dir),
+        **to_env(s),
         "PARCEL_RISK_WEB_PORT": str(web_port or free_port()),
-        "PARCEL_RISK_STORE": s.store,
         **env,
     }
     return subprocess.Popen(

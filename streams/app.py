@@ -9,7 +9,7 @@ from __future__ import annotations
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from streams import agents, monitoring
+from streams import agents, monitoring, security
 from streams.serving import ModelServer
 from streams.settings import Settings
 
@@ -18,6 +18,7 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
     app = faust.App(
         s.app_id,
         broker=f"kafka://{s.bootstrap}",
+        broker_credentials=security.faust_credentials(s),
         store=s.store,
         datadir=str(s.data_dir),
         topic_partitions=s.partitions,

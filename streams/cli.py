@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from streams.security import connection
 from streams.settings import ROOT, Settings, from_env
 
 err = Console(stderr=True)
@@ -27,12 +28,19 @@ out = Console()
 
 
 def _settings(a: argparse.Namespace) -> Settings:
-    return from_env(
+    """Settings from the environment and flags; a clear error (exit 2) if they are unusable."""
+    s = from_env(
         broker=a.broker,
         topic_prefix=a.prefix,
         partitions=getattr(a, "partitions", None),
         model_dir=Path(a.model_dir) if a.model_dir else None,
     )
+    try:
+        s.check()
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+    return s
 
 
 def cmd_worker(a: argparse.Namespace) -> int:
@@ -58,11 +66,6 @@ def cmd_worker(a: argparse.Namespace) -> int:
             if v is not None
         }
     )
-    try:
-        s.check()
-    except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        return 2
     s.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     asyncio.run(ensure_topics(s))
     promotion, control_offset = asyncio.run(promoted(s))
@@ -340,7 +343,7 @@ def cmd_dispose(a: argparse.Namespace) -> int:
         return 2
 
     async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all")
+        producer = AIOKafkaProducer(**connection(s), acks="all")
         await producer.start()
         try:
             await producer.send_and_wait(

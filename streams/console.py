@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from streams.security import connection
 from streams.settings import Settings
 from streams.topics import partitions
 
@@ -30,7 +31,7 @@ async def tail(
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """Yield (topic, decoded value) from the topics' partitions, without a consumer group."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=s.bootstrap,
+        **connection(s),
         enable_auto_commit=False,
         group_id=None,
         max_partition_fetch_bytes=4 * 1024 * 1024,

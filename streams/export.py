@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.security import connection
 from streams.settings import Settings
 from streams.topics import partitions
 
@@ -32,9 +33,7 @@ async def read_topic(
     s: Settings, topic: str, since_ms: int | None = None, idle_s: float = 2.0
 ) -> list[dict[str, Any]]:
     """All JSON values on a topic (from `since_ms`), up to its current end."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**connection(s), group_id=None, enable_auto_commit=False)
     await consumer.start()
     out: list[dict[str, Any]] = []
     try:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
 from models.synthetic import Event, GeneratorConfig, TrafficGenerator, write_labels
+from streams.security import connection
 from streams.settings import Settings
 
 
@@ -33,7 +34,7 @@ class FeedStats:
 def producer_for(s: Settings, **overrides: object) -> AIOKafkaProducer:
     """A producer tuned for throughput: large batches, short linger."""
     options: dict[str, object] = {
-        "bootstrap_servers": s.bootstrap,
+        **connection(s),
         "linger_ms": 20,
         "max_batch_size": 512 * 1024,
         "acks": 1,

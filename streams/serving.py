@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from models.registry import Artifact, ArtifactError, load
 from models.scoring import Scorer
 from streams import metrics
+from streams.security import connection
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class ModelServer:
 
 
 def _control_consumer(s: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False)
+    return AIOKafkaConsumer(**connection(s), group_id=None, enable_auto_commit=False)
 
 
 async def promoted(s: Settings, timeout_s: float = 10.0) -> tuple[dict[str, Any] | None, int]:
@@ -129,7 +130,7 @@ async def promote(s: Settings, version: str, by: str) -> dict[str, Any]:
         "promoted_at": datetime.now(UTC).isoformat(),
         "promoted_by": by,
     }
-    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**connection(s), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(

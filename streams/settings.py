@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from streams import security
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -67,7 +69,15 @@ class Settings:
     # they become reviews, so nothing is dropped
     hold_cap_per_hour: int = 0
     # keyed hashes for pseudonymised decisions: set a secret in production
-    pseudonym_key: str = "local-development-key"
+    pseudonym_key: str = field(default="local-development-key", repr=False)
+    # how every client connects (streams/security.py): PLAINTEXT, SSL, SASL_SSL, ...
+    security_protocol: str = "PLAINTEXT"
+    ssl_cafile: str = ""  # CA that signed the brokers' certificates (empty: system CAs)
+    ssl_certfile: str = ""  # client certificate and key, for brokers that require them
+    ssl_keyfile: str = ""
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)  # never printed with the settings
 
     def check(self) -> None:
         """Refuse settings that would promise what the worker does not do."""
@@ -75,6 +85,15 @@ class Settings:
             raise ValueError(
                 f"PARCEL_RISK_PROCESSING_GUARANTEE={self.processing_guarantee}: {GUARANTEES}"
             )
+        wrong = security.problems(
+            self.security_protocol,
+            self.ssl_cafile,
+            self.sasl_mechanism,
+            self.sasl_username,
+            self.sasl_password,
+        )
+        if wrong:
+            raise ValueError("; ".join(wrong))
 
     def topic(self, name: str) -> str:
         """Full topic name for a settings attribute like 'holds_topic'."""
@@ -109,6 +128,16 @@ def from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Setting
         values[f.name] = _coerce(f.type, raw)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
+
+
+def to_env(s: Settings) -> dict[str, str]:
+    """The PARCEL_RISK_* variables that give a worker process these settings."""
+    default = Settings()
+    return {
+        "PARCEL_RISK_" + f.name.upper(): str(getattr(s, f.name))
+        for f in fields(Settings)
+        if getattr(s, f.name) != getattr(default, f.name)
+    }
 
 
 def _coerce(typ: Any, raw: str) -> Any:

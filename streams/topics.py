@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.records import CATEGORIES
+from streams.security import connection
 from streams.settings import Settings
 
 INPUT_TOPICS = ("manifest_topic", "entries_topic", "dispositions_topic")
@@ -37,7 +38,7 @@ def category_holds_topic(s: Settings, category: str) -> str:
 
 async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> None:
     """Create the product's topics if they do not exist (idempotent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(**connection(s), request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -66,7 +67,7 @@ async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> None:
 
 async def partitions(s: Settings, topic: str) -> list[int]:
     """The partition numbers of a topic (from the broker's metadata), [] if it is missing."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(**connection(s), request_timeout_ms=15000)
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])

@@ -8,19 +8,23 @@ gets its own topic prefix and consumer group so tests do not see each other's re
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from streams.settings import ROOT, Settings
+from streams.security import connection
+from streams.settings import ROOT, Settings, to_env
 
 KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
 BROKER_SCRIPT = ROOT / "deploy" / "kafka" / "broker.py"
@@ -67,6 +71,81 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Broker:
+    """A broker of a test's own (free ports, own state dir), e.g. to restart it; with
+    `secure`, it also has TLS and SASL/SCRAM-over-TLS listeners (deploy/kafka/broker.py)."""
+
+    def __init__(self, secure: bool = False) -> None:
+        self.port, self.controller = free_port(), free_port()
+        self.ssl_port, self.sasl_port = (free_port(), free_port()) if secure else (0, 0)
+
+    def run(self, action: str) -> None:
+        args = [sys.executable, str(BROKER_SCRIPT), action, "--port", str(self.port)]
+        args += ["--controller-port", str(self.controller)]
+        args += ["--ssl-port", str(self.ssl_port), "--sasl-ssl-port", str(self.sasl_port)]
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"broker {action}: {done.stdout}\n{done.stderr}"
+
+    @property
+    def state(self) -> Path:
+        return ROOT / ".local" / f"kafka-{self.port}"
+
+    def sasl_settings(self, **kw: Any) -> Settings:
+        """Settings of a client that logs in with SCRAM over TLS, trusting the local CA."""
+        tool = _broker_module()
+        return Settings(
+            broker=f"127.0.0.1:{self.sasl_port}",
+            security_protocol="SASL_SSL",
+            ssl_cafile=str(self.state / "tls" / "ca.pem"),
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=tool.SCRAM_USER,
+            sasl_password=tool.SCRAM_PASSWORD,
+            **kw,
+        )
+
+    def worker_settings(self, model_dir: Path, data_dir: Path, partitions: int = 4) -> Settings:
+        """A worker of its own on this broker (SCRAM over TLS if the broker is secure)."""
+        tag = uuid.uuid4().hex[:8]
+        s = self.sasl_settings() if self.sasl_port else Settings(broker=f"127.0.0.1:{self.port}")
+        return s.with_(
+            topic_prefix=f"o{tag}.",
+            app_id=f"parcel-risk-own-{tag}",
+            model_dir=model_dir,
+            web_port=free_port(),
+            partitions=partitions,
+            data_dir=data_dir,
+        )
+
+
+def _broker_module() -> Any:
+    """deploy/kafka/broker.py as a module (it is a script, not part of a package)."""
+    spec = importlib.util.spec_from_file_location("broker", BROKER_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _own_broker(secure: bool) -> Iterator[Broker]:
+    b = Broker(secure)
+    b.run("start")
+    try:
+        yield b
+    finally:
+        b.run("stop")
+        shutil.rmtree(b.state, ignore_errors=True)
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Broker]:
+    yield from _own_broker(secure=False)
+
+
+@pytest.fixture
+def secure_broker() -> Iterator[Broker]:
+    yield from _own_broker(secure=True)
+
+
 @pytest.fixture
 def settings(kafka: str, model_dir: Path) -> Settings:
     """Settings with a unique topic prefix and app id for this test."""
@@ -86,17 +165,7 @@ class WorkerProcess:
     """A `parcel-risk worker` subprocess, stopped by its own pid."""
 
     def __init__(self, s: Settings, log: Path, extra_env: dict[str, str] | None = None) -> None:
-        env = {
-            **os.environ,
-            "PARCEL_RISK_BROKER": s.broker,
-            "PARCEL_RISK_TOPIC_PREFIX": s.topic_prefix,
-            "PARCEL_RISK_APP_ID": s.app_id,
-            "PARCEL_RISK_MODEL_DIR": str(s.model_dir),
-            "PARCEL_RISK_WEB_PORT": str(s.web_port),
-            "PARCEL_RISK_PARTITIONS": str(s.partitions),
-            "PARCEL_RISK_DATA_DIR": str(s.data_dir),
-            **(extra_env or {}),
-        }
+        env = {**os.environ, **to_env(s), **(extra_env or {})}
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
@@ -153,8 +222,10 @@ async def read_all(
     timeout: float = 120.0,
     worker: WorkerProcess | None = None,
     isolation_level: str = "read_uncommitted",
+    until: Callable[[list[tuple[bytes, bytes]]], bool] | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) on a topic, read until `expect` messages or `idle_s` of silence.
+    """Every (key, value) on a topic, read until `expect` messages, `until(got)` holds, or
+    (with neither) `idle_s` of silence.
 
     With `worker`, a worker that died fails the read at once, with its output;
     read_committed skips messages of aborted transactions (exactly-once runs).
@@ -163,7 +234,7 @@ async def read_all(
 
     consumer = AIOKafkaConsumer(
         s.topic(topic_attr),
-        bootstrap_servers=s.bootstrap,
+        **connection(s),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -181,13 +252,13 @@ async def read_all(
             for msgs in batch.values():
                 got.extend((m.key, m.value) for m in msgs)
                 last = time.monotonic()
-            if expect is not None and len(got) >= expect:
+            if (expect is not None and len(got) >= expect) or (until is not None and until(got)):
                 # a little longer, to catch duplicates
                 await asyncio.sleep(0.5)
                 for msgs in (await consumer.getmany(timeout_ms=500)).values():
                     got.extend((m.key, m.value) for m in msgs)
                 break
-            if expect is None and time.monotonic() - last > idle_s:
+            if expect is None and until is None and time.monotonic() - last > idle_s:
                 break
     finally:
         await consumer.stop()
@@ -199,7 +270,7 @@ async def publish(s: Settings, topic_attr: str, records: list[dict]) -> None:
     import orjson
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**connection(s), acks="all")
     await producer.start()
     try:
         for r in records:

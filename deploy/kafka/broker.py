@@ -5,8 +5,12 @@ Stdlib only, so `make`, the test fixtures and the benchmarks can all drive the s
 before or without the virtualenv. Usage:
 
     python deploy/kafka/broker.py fetch|start|stop|status|wait [--port 9092]
+        [--ssl-port N] [--sasl-ssl-port N]
 
 State (data, logs, pid) lives in .local/kafka-<port>/ in the checkout (git-ignored).
+With --ssl-port / --sasl-ssl-port the broker also listens with TLS (a local CA and broker
+keystore made by the JDK's keytool, in the state dir's tls/; clients trust tls/ca.pem) and
+with SASL/SCRAM-SHA-512 over TLS for the user SCRAM_USER (password SCRAM_PASSWORD).
 `start` reuses a broker that already answers on the port; `stop` stops only the broker this
 checkout started, by its pid.
 """
@@ -28,6 +32,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 LIBS = HERE / "target" / "libs"
 HOST = "127.0.0.1"
+
+
+# local, throwaway credentials for the TLS and SCRAM listeners of a development broker
+TLS_PASSWORD = "local-tls-secret"
+SCRAM_USER = "parcel-risk"
+SCRAM_PASSWORD = "local-scram-secret"
 
 
 def state_dir(port: int) -> Path:
@@ -141,7 +151,102 @@ def _pid(port: int) -> int | None:
         return None
 
 
-def _write_config(port: int, controller_port: int) -> Path:
+def _keytool(*args: str) -> None:
+    subprocess.run(
+        ["keytool", *args, "-storepass", TLS_PASSWORD, "-storetype", "PKCS12"],
+        check=True,
+        capture_output=True,
+    )
+
+
+def tls_material(d: Path) -> Path:
+    """A local CA and a broker keystore signed by it (keytool); returns the tls/ folder.
+
+    The broker's certificate names 127.0.0.1 and localhost, so clients verify host names.
+    """
+    tls = d / "tls"
+    if (tls / "broker.p12").exists():
+        return tls
+    tls.mkdir(parents=True, exist_ok=True)
+    ca, broker = str(tls / "ca.p12"), str(tls / "broker.p12")
+    key = ["-keyalg", "RSA", "-keysize", "2048", "-validity", "30"]
+    _keytool(
+        "-genkeypair",
+        "-alias",
+        "ca",
+        "-dname",
+        "CN=parcel-risk local CA",
+        *key,
+        "-ext",
+        "bc:c",
+        "-keystore",
+        ca,
+    )
+    _keytool("-exportcert", "-alias", "ca", "-rfc", "-file", str(tls / "ca.pem"), "-keystore", ca)
+    _keytool("-genkeypair", "-alias", "broker", "-dname", f"CN={HOST}", *key, "-keystore", broker)
+    _keytool("-certreq", "-alias", "broker", "-file", str(tls / "broker.csr"), "-keystore", broker)
+    _keytool(
+        "-gencert",
+        "-alias",
+        "ca",
+        "-infile",
+        str(tls / "broker.csr"),
+        "-rfc",
+        "-outfile",
+        str(tls / "broker.pem"),
+        "-validity",
+        "30",
+        "-ext",
+        f"SAN=ip:{HOST},dns:localhost",
+        "-ext",
+        "eku=serverAuth",
+        "-keystore",
+        ca,
+    )
+    _keytool(
+        "-importcert",
+        "-alias",
+        "ca",
+        "-file",
+        str(tls / "ca.pem"),
+        "-noprompt",
+        "-keystore",
+        broker,
+    )
+    _keytool(
+        "-importcert", "-alias", "broker", "-file", str(tls / "broker.pem"), "-keystore", broker
+    )
+    return tls
+
+
+def _secure_listeners(d: Path, port: int, controller_port: int, ssl: int, sasl: int) -> str:
+    """Properties that add TLS (and SASL/SCRAM over TLS) listeners; they override the
+    template's listener lines (in a properties file the last value of a key wins)."""
+    tls = tls_material(d)
+    names = {"SSL": ssl, "SASL_SSL": sasl}
+    extra = [f"{name}://{HOST}:{p}" for name, p in names.items() if p]
+    return "\n".join(
+        [
+            "",
+            "# TLS listeners (broker.py --ssl-port / --sasl-ssl-port)",
+            f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port},"
+            + ",".join(extra),
+            f"advertised.listeners=PLAINTEXT://{HOST}:{port}," + ",".join(extra),
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+            "SSL:SSL,SASL_SSL:SASL_SSL",
+            f"ssl.keystore.location={tls / 'broker.p12'}",
+            "ssl.keystore.type=PKCS12",
+            f"ssl.keystore.password={TLS_PASSWORD}",
+            f"ssl.key.password={TLS_PASSWORD}",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "",
+        ]
+    )
+
+
+def _write_config(port: int, controller_port: int, ssl: int = 0, sasl: int = 0) -> Path:
     d = state_dir(port)
     (d / "data").mkdir(parents=True, exist_ok=True)
     (d / "logs").mkdir(parents=True, exist_ok=True)
@@ -149,6 +254,8 @@ def _write_config(port: int, controller_port: int) -> Path:
     conf = template.format(
         host=HOST, port=port, controller_port=controller_port, data_dir=d / "data"
     )
+    if ssl or sasl:
+        conf += _secure_listeners(d, port, controller_port, ssl, sasl)
     path = d / "server.properties"
     path.write_text(conf)
     return path
@@ -171,7 +278,7 @@ def _java(main: str, *args: str, port: int) -> list[str]:
     ]
 
 
-def start(port: int, controller_port: int) -> None:
+def start(port: int, controller_port: int, ssl: int = 0, sasl: int = 0) -> None:
     """Start the broker unless one already answers on the port; wait until it serves."""
     if answers(port):
         print(f"Kafka already up on {HOST}:{port} (reused)")
@@ -180,7 +287,7 @@ def start(port: int, controller_port: int) -> None:
         wait(port)
         return
     fetch()
-    conf = _write_config(port, controller_port)
+    conf = _write_config(port, controller_port, ssl, sasl)
     d = state_dir(port)
     if not (d / "data" / "meta.properties").exists():
         cluster_id = uuid.uuid4().bytes
@@ -196,6 +303,9 @@ def start(port: int, controller_port: int) -> None:
                 "-c",
                 str(conf),
                 "--ignore-formatted",
+                # the SCRAM user lives in the cluster metadata, written at format time
+                "--add-scram",
+                f"SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]",
                 port=port,
             ),
             check=True,
@@ -244,12 +354,14 @@ def main() -> None:
     p.add_argument("action", choices=["fetch", "start", "stop", "status", "wait"])
     p.add_argument("--port", type=int, default=int(os.environ.get("KAFKA_PORT", "9092")))
     p.add_argument("--controller-port", type=int, default=None)
+    p.add_argument("--ssl-port", type=int, default=0, help="also listen with TLS here")
+    p.add_argument("--sasl-ssl-port", type=int, default=0, help="and SASL/SCRAM over TLS here")
     a = p.parse_args()
     cport = a.controller_port or a.port + 1
     if a.action == "fetch":
         fetch()
     elif a.action == "start":
-        start(a.port, cport)
+        start(a.port, cport, a.ssl_port, a.sasl_ssl_port)
     elif a.action == "stop":
         stop(a.port)
     elif a.action == "wait":

@@ -6,11 +6,6 @@ that stopping it does not disturb the other tests; it stops it by its pid at the
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -20,39 +15,9 @@ from models.synthetic import GeneratorConfig, TrafficGenerator
 from streams.feed import produce_events
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.conftest import BROKER_SCRIPT, eventually, free_port, read_all
+from tests.conftest import Broker, eventually, read_all
 
 pytestmark = pytest.mark.integration
-
-
-class Broker:
-    def __init__(self) -> None:
-        self.port, self.controller = free_port(), free_port()
-
-    def run(self, action: str) -> None:
-        args = [sys.executable, str(BROKER_SCRIPT), action, "--port", str(self.port)]
-        done = subprocess.run(
-            [*args, "--controller-port", str(self.controller)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert done.returncode == 0, f"broker {action}: {done.stdout}\n{done.stderr}"
-
-    @property
-    def state(self) -> Path:
-        return BROKER_SCRIPT.parent.parent.parent / ".local" / f"kafka-{self.port}"
-
-
-@pytest.fixture
-def own_broker() -> Iterator[Broker]:
-    b = Broker()
-    b.run("start")
-    try:
-        yield b
-    finally:
-        b.run("stop")
-        shutil.rmtree(b.state, ignore_errors=True)
 
 
 async def _produce(s: Settings, parcels: int, seed: int) -> set[tuple[str, int, int]]:
@@ -73,16 +38,7 @@ async def _decided(s: Settings, worker) -> set[tuple[str, int, int]]:  # type: i
 async def test_worker_survives_a_broker_restart(
     own_broker: Broker, model_dir: Path, start_worker, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    s = Settings(
-        broker=f"127.0.0.1:{own_broker.port}",
-        topic_prefix=f"r{tag}.",
-        app_id=f"parcel-risk-restart-{tag}",
-        model_dir=model_dir,
-        web_port=free_port(),
-        partitions=4,
-        data_dir=tmp_path / "worker",
-    )
+    s = own_broker.worker_settings(model_dir, tmp_path / "worker")
     await ensure_topics(s)
     before = await _produce(s, 1_500, seed=41)
     worker = start_worker(s)
