@@ -18,6 +18,7 @@ checkout started, by its pid.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import signal
 import socket
@@ -290,16 +291,12 @@ def start(port: int, controller_port: int, ssl: int = 0, sasl: int = 0) -> None:
     conf = _write_config(port, controller_port, ssl, sasl)
     d = state_dir(port)
     if not (d / "data" / "meta.properties").exists():
-        cluster_id = uuid.uuid4().bytes
-        import base64
-
-        cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
             _java(
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cid,
+                f"--cluster-id={cid}",  # one '=' word: an id may start with '-'
                 "-c",
                 str(conf),
                 "--ignore-formatted",
