@@ -36,6 +36,11 @@ class Source:
     def as_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
+    @staticmethod
+    def ident(d: dict[str, Any]) -> str:
+        """One string per input record (from `as_dict`), to recognise its replays."""
+        return f"{d['topic']}:{d['partition']}:{d['offset']}"
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -54,16 +59,31 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+# a dead letter keeps at most this much of its original (base64 makes it a third larger),
+# so a multi-megabyte record cannot make its dead letter too large to produce
+DEAD_LETTER_KEEP_BYTES = 256 * 1024
+
+
 def dead_letter(src: Source, raw: bytes | None, err: RecordError) -> Outgoing:
-    """The original bytes (base64, so any bytes survive), where they came from, and why."""
-    value = {
+    """The original bytes (base64, so any bytes survive), where they came from, and why.
+
+    Beyond DEAD_LETTER_KEEP_BYTES only the head is kept, with the full size and sha256; the
+    whole record stays at its source (topic, partition, offset).
+    """
+    raw = raw or b""
+    value: dict[str, Any] = {
         "source": src.as_dict(),
         "field": err.field,
         "reason": err.reason,
         "error": str(err),
-        "original_b64": base64.b64encode(raw or b"").decode(),
+        "original_b64": base64.b64encode(raw[:DEAD_LETTER_KEEP_BYTES]).decode(),
         "dead_lettered_at": now_iso(),
     }
+    if len(raw) > DEAD_LETTER_KEEP_BYTES:
+        value["original_truncated"] = {
+            "bytes": len(raw),
+            "sha256": hashlib.sha256(raw).hexdigest(),
+        }
     return Outgoing("deadletter", src.key or b"", encode(value))
 
 

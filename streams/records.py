@@ -8,6 +8,7 @@ be able to fix the sender from the dead-letter record alone.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -362,7 +363,49 @@ def decode(kind: str, raw: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> R
         if "depth limit" in msg.lower() or "recursion" in msg.lower():
             raise RecordError("record", "nested too deeply") from None
         raise RecordError("record", f"not valid JSON ({_clip(msg, 80)})") from None
-    return validate(kind, obj)
+    rec = validate(kind, obj)
+    _check_unique_keys(raw, obj)
+    return rec
+
+
+_KEY_END: Final = re.compile(rb'"\s*:')
+
+
+def _key_count(obj: Any) -> int:
+    """Keys in all objects of a parsed value (iterative: nesting may be ~1000 deep)."""
+    n, stack = 0, [obj]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            n += len(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return n
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in seen:
+            raise RecordError(k, "duplicate key (parsers disagree on which value counts)")
+        seen[k] = v
+    return seen
+
+
+def _check_unique_keys(raw: bytes, obj: Any) -> None:
+    """Refuse a repeated key: orjson keeps the last value, other readers the first.
+
+    Fast path: without a backslash no string can hold a quote, so every `"` + `:` ends a
+    key and their count equals the parsed key count exactly when no key repeats. Otherwise
+    the slow, exact parse decides.
+    """
+    if b"\\" not in raw and len(_KEY_END.findall(raw)) == _key_count(obj):
+        return
+    try:
+        json.loads(raw, object_pairs_hook=_refuse_duplicates)
+    except RecursionError:
+        raise RecordError("record", "nested too deeply") from None
 
 
 def encode(rec: Mapping[str, Any]) -> bytes:

@@ -95,6 +95,28 @@ def test_too_large_is_refused_before_parsing() -> None:
         decode("manifest", b" " * 1000 + encode(MANIFEST), max_bytes=500)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        encode(MANIFEST)[:-1] + b',"hawb":"OTHER1"}',  # top level
+        encode(MANIFEST)[:-1] + b', "hawb" : "OTHER1"}',  # with whitespace
+        encode(ENTRY).replace(b'"value_usd":', b'"value_usd":1,"value_usd":', 1),  # nested
+        encode({**MANIFEST, "note": 'a \\"quoted\\" word'})[:-1] + b',"hawb":"X1"}',
+    ],
+)
+def test_duplicate_keys_are_refused(raw: bytes) -> None:
+    """Readers disagree on which of two values counts, so neither may."""
+    kind = "entry" if b"entry_number" in raw and b"lines" in raw else "manifest"
+    with pytest.raises(RecordError, match="duplicate key"):
+        decode(kind, raw)
+
+
+@given(st.text(alphabet='ab":\\ ,{}', max_size=30))
+def test_strings_that_look_like_keys_are_not_duplicates(text: str) -> None:
+    """A value holding quotes, colons and backslashes never trips the duplicate check."""
+    assert decode("manifest", encode({**MANIFEST, "note": text, "extra": {"k": text}}))
+
+
 def test_disposition_outcome_checked() -> None:
     d = {
         "schema_version": 1,
