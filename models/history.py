@@ -71,8 +71,13 @@ def consignee_key(address: str, zip_code: str | None) -> str:
     return " ".join(w for w in words if w) + "|" + (zip_code or "").strip()[:5]
 
 
-def _short(key: str) -> str:
-    return hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
+def _short(key: str, size: int = 4) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=size).hexdigest()
+
+
+# A recent event is trusted to skip work (even a decision): 64 bits make a false match
+# vanishingly rare (32 / 2**64 per lookup), where 32 would, at a billion parcels a year.
+_EVENT_BYTES = 8
 
 
 def _add_distinct(state: dict[str, Any], field: str, key: str) -> None:
@@ -84,12 +89,12 @@ def _add_distinct(state: dict[str, Any], field: str, key: str) -> None:
 
 def replayed(state: Mapping[str, Any] | None, event: str) -> bool:
     """Was this event (e.g. 'parcel:HAWB') already counted in this entity's history?"""
-    return bool(state) and _short(event) in state.get("recent", ())
+    return bool(state) and _short(event, _EVENT_BYTES) in state.get("recent", ())
 
 
 def remember(state: dict[str, Any], event: str) -> dict[str, Any]:
     """Note an event as counted; the oldest is forgotten beyond RECENT."""
-    state["recent"] = [*state.get("recent", ()), _short(event)][-RECENT:]
+    state["recent"] = [*state.get("recent", ()), _short(event, _EVENT_BYTES)][-RECENT:]
     return state
 
 
@@ -105,16 +110,17 @@ def shipper_features(state: Mapping[str, Any] | None, now: float) -> dict[str, f
             "undervalued": 0.0,
             "distinct_consignees": 0.0,
         }
-    n = state["parcels"]
+    n = state.get("parcels", 0)  # a state may hold only seizures or holds so far
     mean = state["value_sum"] / n if n else math.nan
     var = state["value_sq"] / n - mean * mean if n else math.nan
+    first = state.get("first_seen", now)
     return {
         "parcels": float(n),
-        "age_days": max(0.0, (now - state["first_seen"]) / DAY),
+        "age_days": max(0.0, (now - first) / DAY) if math.isfinite(first) else 0.0,
         "value_mean": mean,
         "value_cv": math.sqrt(max(var, 0.0)) / mean if n and mean > 0 else math.nan,
         "distinct_consignees": float(len(state.get("consignees", ()))),
-        "vague_share": state["vague"] / n if n else math.nan,
+        "vague_share": state.get("vague", 0) / n if n else math.nan,
         "prior_holds": float(state.get("holds", 0)),
         "seized_narcotics": float(state.get("seized_narcotics", 0)),
         "seized_ipr": float(state.get("seized_ipr", 0)),
@@ -122,21 +128,17 @@ def shipper_features(state: Mapping[str, Any] | None, now: float) -> dict[str, f
     }
 
 
+def _shipper(state: Mapping[str, Any] | None, first_seen: float) -> dict[str, Any]:
+    """A copy of a shipper's state with every counter present (a state may so far hold
+    only seizures, holds or remembered events)."""
+    base = {"parcels": 0, "first_seen": first_seen, "value_sum": 0.0, "value_sq": 0.0}
+    return {**base, "vague": 0, "holds": 0, **(state or {})}
+
+
 def observe_shipper_parcel(
     state: dict[str, Any] | None, value: float, consignee: str, vague: bool, now: float
 ) -> dict[str, Any]:
-    s = (
-        dict(state)
-        if state
-        else {
-            "parcels": 0,
-            "first_seen": now,
-            "value_sum": 0.0,
-            "value_sq": 0.0,
-            "vague": 0,
-            "holds": 0,
-        }
-    )
+    s = _shipper(state, now)
     s["parcels"] += 1
     s["first_seen"] = min(s["first_seen"], now)
     s["last_seen"] = max(s.get("last_seen", now), now)
@@ -150,19 +152,8 @@ def observe_shipper_parcel(
 
 
 def observe_hold(state: dict[str, Any] | None) -> dict[str, Any]:
-    s = (
-        dict(state)
-        if state
-        else {
-            "parcels": 0,
-            "first_seen": math.inf,
-            "value_sum": 0.0,
-            "value_sq": 0.0,
-            "vague": 0,
-            "holds": 0,
-        }
-    )
-    s["holds"] = s.get("holds", 0) + 1
+    s = _shipper(state, math.inf)
+    s["holds"] += 1
     return s
 
 

@@ -25,9 +25,11 @@ from streams.pipeline import (
     consignee_batch,
     dead_letters,
     join_batch,
-    record_holds,
+    record_decisions,
+    record_forwarded,
     score_batch,
     shipper_batch,
+    undecided,
 )
 from streams.publishing import Outgoing, Source
 from streams.records import CATEGORIES, RecordError
@@ -147,6 +149,8 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             await send(dead_letters(res.dead))
             metrics.count_dead_letters((item.source.topic, err.field) for item, err in res.dead)
             await forward(by_consignee, res.forward)
+            record_forwarded(res.parcels, tables.bills, ctx=per_event(events))
+            metrics.REPLAYS_SKIPPED.labels("join").inc(res.replays)
             await flush(tables.bills)
 
     @app.agent(by_consignee, name="consignee-history")
@@ -162,10 +166,14 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
         async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
             evs, msgs = await unpack(events)
             parcels = shipper_batch(msgs, tables.shippers, ctx=per_event(evs))
+            parcel_events = [ev for ev, m in zip(evs, msgs, strict=True) if m["t"] == "parcel"]
+            keep = undecided(parcels, tables.shippers, ctx=per_event(parcel_events))
+            metrics.REPLAYS_SKIPPED.labels("score").inc(len(parcels) - len(keep))
+            parcels = [parcels[i] for i in keep]
+            parcel_events = [parcel_events[i] for i in keep]
             if not parcels:
                 await flush(tables.shippers)
                 continue
-            parcel_events = [ev for ev, m in zip(evs, msgs, strict=True) if m["t"] == "parcel"]
             started = time.perf_counter()
             scorer = server.scorer  # one model per batch, even if a promotion lands meanwhile
             reloaded = rules.refresh()
@@ -177,7 +185,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(parcels))
             await send(res.out)
-            record_holds(parcels, res.flagged, tables.shippers, ctx=per_event(parcel_events))
+            record_decisions(parcels, res.flagged, tables.shippers, ctx=per_event(parcel_events))
             await flush(tables.shippers)
             metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)
 

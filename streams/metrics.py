@@ -14,6 +14,11 @@ from prometheus_client import Counter, Histogram, Info
 
 RECORDS = Counter("parcel_risk_records_consumed_total", "Input records consumed", ["topic"])
 DECISIONS = Counter("parcel_risk_decisions_total", "Parcels scored (one per record revision)")
+REPLAYS_SKIPPED = Counter(
+    "parcel_risk_replays_skipped_total",
+    "Records replayed after a crash whose stage output was already acknowledged",
+    ["stage"],
+)
 HOLDS = Counter("parcel_risk_holds_total", "Flagged parcels published", ["category", "action"])
 DEAD_LETTERS = Counter(
     "parcel_risk_dead_letters_total", "Records sent to the dead-letter topic", ["topic", "field"]

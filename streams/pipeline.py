@@ -19,7 +19,7 @@ from models import history
 from models.features import ParcelView
 from models.nomenclature import VAGUE_TERMS
 from models.scoring import Scorer
-from streams.join import epoch, join_record, view_of
+from streams.join import epoch, forwarded, join_record, mark_forwarded, view_of
 from streams.publishing import Outgoing, Source, dead_letter, decisions_and_holds
 from streams.records import RecordError, decode, entry_value
 from streams.rules import HoldCap, RuleSet, merge
@@ -45,6 +45,8 @@ class JoinResult:
     forward: list[Forward] = field(default_factory=list)
     dead: list[tuple[Incoming, RecordError]] = field(default_factory=list)
     newest: float = 0.0  # the latest event time joined: stream time, for expiry
+    parcels: list[tuple[int, str, int]] = field(default_factory=list)  # (i, hawb, revision)
+    replays: int = 0  # records already joined and passed on before a crash
 
 
 def _parties(view: ParcelView | dict[str, Any]) -> tuple[str, str]:
@@ -93,21 +95,37 @@ def join_batch(
                     "source": item.source.as_dict(),
                 }
             else:
-                bill, view = join_record(bill, item.kind, rec, item.source.partition)
+                source = item.source.as_dict()
+                if forwarded(bill, Source.ident(source)):
+                    res.replays += 1
+                    continue
+                bill, view, revision = join_record(
+                    bill, item.kind, rec, item.source.partition, Source.ident(source)
+                )
+                res.parcels.append((i, hawb, revision))
                 res.newest = max(res.newest, bill["last_seen"])
                 bills[hawb] = bill
                 shipper, consignee = _parties(view)
                 msg = {
                     "t": "parcel",
                     "view": dict(view),
-                    "revision": bill["revision"],
+                    "revision": revision,
                     "shipper": shipper,
                     "consignee": consignee,
                     "time": epoch(rec["event_time"]),
-                    "source": item.source.as_dict(),
+                    "source": source,
                 }
         res.forward.append((consignee.encode(), msg))
     return res
+
+
+def record_forwarded(parcels: Sequence[tuple[int, str, int]], bills: Table, ctx: Ctx) -> None:
+    """After the next stage acknowledged a batch's parcels: note it in their bills."""
+    for i, hawb, revision in parcels:
+        with ctx(i):
+            bill = bills.get(hawb)
+            if bill is not None:
+                bills[hawb] = mark_forwarded(bill, revision)
 
 
 def _event(m: dict[str, Any]) -> str:
@@ -241,21 +259,42 @@ def score_batch(
     return ScoreResult(out, flagged, times, hits)  # type: ignore[arg-type]
 
 
-def record_holds(
+def _decided(parcel: dict[str, Any]) -> str:
+    return f"decided:{Source.ident(parcel['source'])}"
+
+
+def undecided(parcels: Sequence[dict[str, Any]], shippers: Table, ctx: Ctx = no_ctx) -> list[int]:
+    """Indexes of the parcels whose decision is not known to be published.
+
+    `record_decisions` remembers a decision only after the broker acknowledged it, so
+    skipping a remembered one never loses a decision: it only drops a crash replay's
+    duplicate. A replay older than the shipper's RECENT events is decided again.
+    """
+    keep = []
+    for i, p in enumerate(parcels):
+        with ctx(i):
+            if not history.replayed(shippers.get(p["shipper"]), _decided(p)):
+                keep.append(i)
+    return keep
+
+
+def record_decisions(
     parcels: Sequence[dict[str, Any]],
     flagged: Sequence[tuple[int, str, str]],
     shippers: Table,
     ctx: Ctx = no_ctx,
 ) -> None:
-    """Count holds in the shipper's history (shown to analysts, not a model feature)."""
-    for i, _category, action in flagged:
-        if action == "hold":
-            with ctx(i):
-                key = parcels[i]["shipper"]
-                state = shippers.get(key)
-                event = f"hold:{parcels[i]['view']['hawb']}:{parcels[i]['revision']}"
-                if not history.replayed(state, event):
-                    shippers[key] = history.remember(history.observe_hold(state), event)
+    """After the decisions are acknowledged: remember them, and count holds in the
+    shipper's history (shown to analysts, not a model feature)."""
+    held = {i for i, _category, action in flagged if action == "hold"}
+    for i, p in enumerate(parcels):
+        with ctx(i):
+            key = p["shipper"]
+            state = shippers.get(key) or {}
+            event = f"hold:{p['view']['hawb']}:{p['revision']}"
+            if i in held and not history.replayed(state, event):
+                state = history.remember(history.observe_hold(state), event)
+            shippers[key] = history.remember(state, _decided(p))
 
 
 def dead_letters(dead: Sequence[tuple[Incoming, RecordError]]) -> list[Outgoing]:

@@ -43,11 +43,12 @@ class Tables:
 
 
 class BatchedTable(faust.Table):
-    """A table whose changelog writes are produced per batch, not per write."""
+    """A table whose changelog writes are produced per batch, not per write: one message
+    per key written in the batch (its last value), since the changelog is compacted."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._pending: list[tuple[int, str, Any]] = []
+        self._pending: dict[str, tuple[int, Any]] = {}
         self.reads = 0  # counted here and reported per batch: Faust's per-key sensor
         # calls cost more than the lookups themselves
 
@@ -57,14 +58,14 @@ class BatchedTable(faust.Table):
         return self.data.get(key, default)
 
     def on_key_set(self, key: str, value: Any) -> None:
-        self._pending.append((self.partition_for_key(key), key, value))  # type: ignore[arg-type]
+        self._pending[key] = (self.partition_for_key(key), value)  # type: ignore[assignment]
 
     def on_key_del(self, key: str) -> None:
-        self._pending.append((self.partition_for_key(key), key, None))  # type: ignore[arg-type]
+        self._pending[key] = (self.partition_for_key(key), None)  # type: ignore[assignment]
 
     async def flush_changelog(self) -> int:
         """Produce the pending writes; record each partition's newest changelog offset."""
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, {}
         metrics.count_table_operations(self.name, self.reads, len(pending))
         self.reads = 0
         if not pending:
@@ -80,7 +81,7 @@ class BatchedTable(faust.Table):
                 None,
                 None,
             )
-            for partition, key, value in pending
+            for key, (partition, value) in pending.items()
         ]
         newest: dict[TP, int] = {}
         for md in await asyncio.gather(*futures):

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
 import orjson
 
 from models import history
-from streams.pipeline import Incoming, consignee_batch, join_batch, shipper_batch
+from streams.pipeline import (
+    Incoming,
+    consignee_batch,
+    dead_letters,
+    join_batch,
+    no_ctx,
+    record_decisions,
+    record_forwarded,
+    shipper_batch,
+    undecided,
+)
 from streams.publishing import Source
 from streams.tables import sweep_bills
 from tests.samples import ENTRY, MANIFEST
@@ -66,6 +77,19 @@ def test_bad_records_and_unknown_dispositions_are_dead_lettered() -> None:
     assert "no parcel known" in res.dead[1][1].reason
 
 
+def test_a_huge_record_leaves_a_dead_letter_small_enough_to_produce() -> None:
+    raw = b'{"hawb": "' + b"A" * 3_000_000 + b'"}'
+    res = join_batch([_in("manifest", raw)], {}, 1 << 18)
+    (letter,) = dead_letters(res.dead)
+    d = orjson.loads(letter.value)
+    assert "too large" in d["reason"]
+    assert len(letter.value) < 1_000_000  # under the producer's default request limit
+    assert d["original_truncated"]["bytes"] == len(raw)
+    assert base64.b64decode(d["original_b64"]) == raw[: len(base64.b64decode(d["original_b64"]))]
+    (small,) = dead_letters(join_batch([_in("manifest", b"{oops")], {}, 1 << 18).dead)
+    assert "original_truncated" not in orjson.loads(small.value)
+
+
 def test_shipper_history_counts_parcels_before_this_one() -> None:
     bills: dict = {}
     consignees: dict = {}
@@ -115,6 +139,48 @@ def test_replayed_stage_messages_are_not_counted_twice() -> None:
     m2 = {**MANIFEST, "hawb": "HX2", "event_time": "2025-03-06T10:00:00+00:00"}
     _through([_in("manifest", m2, 2)], bills, consignees, shippers)
     assert shippers[history.shipper_key("Shenzhen Joy", "CN")]["parcels"] == 2
+
+
+def test_a_replayed_input_record_keeps_its_revision() -> None:
+    """Stage 1 re-reading its uncommitted records must not invent a rescore."""
+    bills: dict = {}
+    manifest, entry = _in("manifest", MANIFEST), _in("entry", ENTRY, 1)
+    first = [m["revision"] for _, m in join_batch([manifest, entry], bills, 1 << 20).forward]
+    again = [m["revision"] for _, m in join_batch([manifest, entry], bills, 1 << 20).forward]
+    assert first == again == [1, 2]
+    other = _in("manifest", MANIFEST, 7)  # the same bill sent again: a new record, rescored
+    assert join_batch([other], bills, 1 << 20).forward[0][1]["revision"] == 3
+
+
+def test_a_replay_the_next_stage_acknowledged_is_not_sent_again() -> None:
+    bills: dict = {}
+    manifest, entry = _in("manifest", MANIFEST), _in("entry", ENTRY, 1)
+    res = join_batch([manifest, entry], bills, 1 << 20)
+    record_forwarded(res.parcels[:1], bills, no_ctx)  # only the manifest's parcel acked
+    again = join_batch([manifest, entry], bills, 1 << 20)
+    assert (again.replays, [m["revision"] for _, m in again.forward]) == (1, [2])
+
+
+def test_a_published_decision_is_not_made_again_on_replay() -> None:
+    """Decisions are remembered only once acknowledged; a replay of one is skipped, a
+    parcel never remembered is decided, and the shipper's history stays usable."""
+    bills: dict = {}
+    consignees: dict = {}
+    shippers: dict = {}
+    m2 = {**MANIFEST, "hawb": "HX2"}
+    parcels = _through(
+        [_in("manifest", MANIFEST), _in("manifest", m2, 1)], bills, consignees, shippers
+    )
+    assert undecided(parcels, shippers) == [0, 1]
+    record_decisions(parcels[:1], [(0, "narcotics", "hold")], shippers)  # only the first acked
+    assert undecided(copy.deepcopy(parcels), shippers) == [1]
+    (state,) = shippers.values()
+    assert state["holds"] == 1 and state["parcels"] == 2
+    # a shipper first known through a decision alone still has readable features
+    fresh: dict = {}
+    record_decisions(parcels[:1], [], fresh)
+    assert history.shipper_features(next(iter(fresh.values())), 0.0)["parcels"] == 0.0
+    assert undecided(parcels, fresh) == [1]
 
 
 def test_remembered_events_are_bounded() -> None:
