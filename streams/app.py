@@ -9,12 +9,13 @@ from __future__ import annotations
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from streams import agents, monitoring, security
+from streams import agents, monitoring, rebalance, security
 from streams.serving import ModelServer
 from streams.settings import Settings
 
 
 def create_app(s: Settings, server: ModelServer) -> faust.App:
+    rebalance.install()
     app = faust.App(
         s.app_id,
         broker=f"kafka://{s.bootstrap}",

@@ -48,3 +48,28 @@ async def test_two_workers_share_eight_partitions(settings: Settings, start_work
     assert inputs <= decided, f"{len(inputs - decided)} records without a decision"
     total = consumed(s.web_port) + consumed(other.web_port)
     assert total >= len(inputs)  # between them, every input record was consumed
+
+
+async def test_workers_starting_together_on_a_backlog_lose_nothing(
+    settings: Settings, start_worker
+) -> None:
+    """Their first rebalance comes before any partition is committed (streams/rebalance.py)."""
+    s = settings.with_(partitions=8)
+    await ensure_topics(s)
+    sent: list = []
+    await produce_events(s, TrafficGenerator(GeneratorConfig(seed=62)).events(10_000), sent=sent)
+    inputs = {(md.topic, md.partition, md.offset) for ev, md in sent if ev.bad_reason is None}
+    other = s.with_(web_port=free_port(), data_dir=s.data_dir.with_name(s.data_dir.name + "-b"))
+    workers = [start_worker(s), start_worker(other)]
+    decided: set = set()
+
+    def covered(got: list) -> bool:
+        decided.update(tuple(orjson.loads(v)["source"].values()) for _k, v in got)
+        return inputs <= decided
+
+    await read_all(s, "decisions_topic", timeout=600, until=covered)
+    missing = inputs - decided
+    assert not missing, (
+        f"{len(missing)} of {len(inputs)} records without a decision, e.g. {sorted(missing)[:3]}\n"
+        + "\n".join(w.output() for w in workers)
+    )
