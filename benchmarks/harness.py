@@ -139,17 +139,26 @@ async def times(s: Settings, topic: str) -> tuple[float, float]:
         await c.stop()
 
 
+def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample (summed over other labels) from a worker's /metrics, 0 if absent; OSError
+    while the worker's web server is not up."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(
+                sample.labels.get(k) == v for k, v in (labels or {}).items()
+            ):
+                total += sample.value
+    return total
+
+
 def assigned(port: int, topic: str) -> float:
-    """Partitions of `topic` a worker owns, from its /metrics (0 if not up yet)."""
+    """Partitions of `topic` a worker owns (0 if it is not up yet)."""
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        return metric_value(port, "parcel_risk_assigned_partitions", {"topic": topic})
     except OSError:
         return 0.0
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            if sample.name == "parcel_risk_assigned_partitions" and sample.labels["topic"] == topic:
-                return sample.value
-    return 0.0
 
 
 async def rate(s: Settings, topic: str) -> tuple[int, float]:

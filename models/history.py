@@ -131,8 +131,8 @@ def shipper_features(state: Mapping[str, Any] | None, now: float) -> dict[str, f
 def _shipper(state: Mapping[str, Any] | None, first_seen: float) -> dict[str, Any]:
     """A copy of a shipper's state with every counter present (a state may so far hold
     only seizures, holds or remembered events)."""
-    base = {"parcels": 0, "first_seen": first_seen, "value_sum": 0.0, "value_sq": 0.0}
-    return {**base, "vague": 0, "holds": 0, **(state or {})}
+    counters = {"parcels": 0, "value_sum": 0.0, "value_sq": 0.0, "vague": 0, "holds": 0}
+    return {**counters, "first_seen": first_seen, **(state or {})}
 
 
 def observe_shipper_parcel(

@@ -149,7 +149,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             await send(dead_letters(res.dead))
             metrics.count_dead_letters((item.source.topic, err.field) for item, err in res.dead)
             await forward(by_consignee, res.forward)
-            record_forwarded(res.parcels, tables.bills, ctx=per_event(events))
+            record_forwarded(res.joined, tables.bills, ctx=per_event(events))
             metrics.REPLAYS_SKIPPED.labels("join").inc(res.replays)
             await flush(tables.bills)
 

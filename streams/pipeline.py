@@ -10,6 +10,7 @@ Every input ends in exactly one place: a decision or a dead letter.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -45,7 +46,8 @@ class JoinResult:
     forward: list[Forward] = field(default_factory=list)
     dead: list[tuple[Incoming, RecordError]] = field(default_factory=list)
     newest: float = 0.0  # the latest event time joined: stream time, for expiry
-    parcels: list[tuple[int, str, int]] = field(default_factory=list)  # (i, hawb, revision)
+    # per bill joined: (index of its last record, the bill as written, newest revision)
+    joined: dict[str, tuple[int, dict[str, Any], int]] = field(default_factory=dict)
     replays: int = 0  # records already joined and passed on before a crash
 
 
@@ -102,7 +104,8 @@ def join_batch(
                 bill, view, revision = join_record(
                     bill, item.kind, rec, item.source.partition, Source.ident(source)
                 )
-                res.parcels.append((i, hawb, revision))
+                newest = max(revision, res.joined[hawb][2]) if hawb in res.joined else revision
+                res.joined[hawb] = (i, bill, newest)
                 res.newest = max(res.newest, bill["last_seen"])
                 bills[hawb] = bill
                 shipper, consignee = _parties(view)
@@ -119,13 +122,14 @@ def join_batch(
     return res
 
 
-def record_forwarded(parcels: Sequence[tuple[int, str, int]], bills: Table, ctx: Ctx) -> None:
-    """After the next stage acknowledged a batch's parcels: note it in their bills."""
-    for i, hawb, revision in parcels:
+def record_forwarded(
+    joined: dict[str, tuple[int, dict[str, Any], int]], bills: Table, ctx: Ctx
+) -> None:
+    """After the next stage acknowledged a batch's parcels: note it in their bills (the
+    bills as the join wrote them, not read again)."""
+    for hawb, (i, bill, revision) in joined.items():
         with ctx(i):
-            bill = bills.get(hawb)
-            if bill is not None:
-                bills[hawb] = mark_forwarded(bill, revision)
+            bills[hawb] = mark_forwarded(bill, revision)
 
 
 def _event(m: dict[str, Any]) -> str:
@@ -263,6 +267,14 @@ def _decided(parcel: dict[str, Any]) -> str:
     return f"decided:{Source.ident(parcel['source'])}"
 
 
+def _by_shipper(parcels: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
+    """Indexes of a batch's parcels per shipper: one table read and write per shipper."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(parcels):
+        groups[p["shipper"]].append(i)
+    return groups
+
+
 def undecided(parcels: Sequence[dict[str, Any]], shippers: Table, ctx: Ctx = no_ctx) -> list[int]:
     """Indexes of the parcels whose decision is not known to be published.
 
@@ -271,11 +283,11 @@ def undecided(parcels: Sequence[dict[str, Any]], shippers: Table, ctx: Ctx = no_
     duplicate. A replay older than the shipper's RECENT events is decided again.
     """
     keep = []
-    for i, p in enumerate(parcels):
-        with ctx(i):
-            if not history.replayed(shippers.get(p["shipper"]), _decided(p)):
-                keep.append(i)
-    return keep
+    for key, idx in _by_shipper(parcels).items():
+        with ctx(idx[0]):
+            state = shippers.get(key)
+        keep += [i for i in idx if not history.replayed(state, _decided(parcels[i]))]
+    return sorted(keep)
 
 
 def record_decisions(
@@ -287,14 +299,16 @@ def record_decisions(
     """After the decisions are acknowledged: remember them, and count holds in the
     shipper's history (shown to analysts, not a model feature)."""
     held = {i for i, _category, action in flagged if action == "hold"}
-    for i, p in enumerate(parcels):
-        with ctx(i):
-            key = p["shipper"]
+    for key, idx in _by_shipper(parcels).items():
+        with ctx(idx[0]):
             state = shippers.get(key) or {}
-            event = f"hold:{p['view']['hawb']}:{p['revision']}"
-            if i in held and not history.replayed(state, event):
-                state = history.remember(history.observe_hold(state), event)
-            shippers[key] = history.remember(state, _decided(p))
+            for i in idx:
+                p = parcels[i]
+                event = f"hold:{p['view']['hawb']}:{p['revision']}"
+                if i in held and not history.replayed(state, event):
+                    state = history.remember(history.observe_hold(state), event)
+                state = history.remember(state, _decided(p))
+            shippers[key] = state
 
 
 def dead_letters(dead: Sequence[tuple[Incoming, RecordError]]) -> list[Outgoing]:

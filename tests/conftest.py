@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.harness import free_port
 from streams.security import connection
 from streams.settings import ROOT, Settings, to_env
 
@@ -63,12 +63,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ds = from_generator(GeneratorConfig(seed=7), 30_000)
     train_and_save(ds, out, TrainConfig(seed=7, max_iter=120))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Broker:
@@ -265,6 +259,44 @@ async def read_all(
     return got
 
 
+Source = tuple[str, int, int]  # (topic, partition, offset) of an input record
+
+
+async def decisions_per_record(
+    s: Settings,
+    records: set[Source],
+    timeout: float,
+    worker: WorkerProcess | None = None,
+    isolation_level: str = "read_uncommitted",
+) -> dict[Source, list[int]]:
+    """Each input record's decisions (their revisions), read until every one of `records`
+    has one or `timeout`, and a moment longer for duplicates."""
+    import orjson
+
+    decided: dict[Source, list[int]] = {}
+    read = 0
+
+    def every_record_decided(got: list[tuple[bytes, bytes]]) -> bool:
+        nonlocal read
+        for _k, v in got[read:]:
+            d = orjson.loads(v)
+            src = (d["source"]["topic"], d["source"]["partition"], d["source"]["offset"])
+            decided.setdefault(src, []).append(d["revision"])
+        read = len(got)
+        return records <= decided.keys()
+
+    got = await read_all(
+        s,
+        "decisions_topic",
+        timeout=timeout,
+        worker=worker,
+        isolation_level=isolation_level,
+        until=every_record_decided,
+    )
+    every_record_decided(got)  # what arrived after the last record's first decision
+    return decided
+
+
 async def publish(s: Settings, topic_attr: str, records: list[dict]) -> None:
     """Produce JSON records keyed by their HAWB."""
     import orjson
@@ -297,23 +329,6 @@ async def decisions_for(s: Settings, hawbs: set[str], timeout: float = 90.0) -> 
             return found
         await asyncio.sleep(1.0)
     raise AssertionError(f"no decision for {sorted(hawbs - set(found))}")
-
-
-def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float:
-    """One sample from a worker's /metrics, 0 if absent."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(
-                sample.labels.get(k) == v for k, v in (labels or {}).items()
-            ):
-                total += sample.value
-    return total
 
 
 async def eventually(predicate, timeout: float, interval: float = 0.5) -> bool:  # type: ignore[no-untyped-def]

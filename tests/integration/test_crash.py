@@ -15,7 +15,6 @@ import signal
 import time
 from collections import Counter
 
-import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -23,7 +22,7 @@ from models.synthetic import GeneratorConfig, TrafficGenerator
 from streams.feed import produce_events
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.conftest import read_all
+from tests.conftest import decisions_per_record
 
 pytestmark = pytest.mark.integration
 
@@ -66,26 +65,9 @@ async def crash_run(
         await asyncio.sleep(rng.uniform(0.0, 2.0))
         worker.stop(signal.SIGKILL)
         worker = start_worker(s, **env)
-    decided: dict[tuple[str, int, int], list[int]] = {}
-    read = [0]
-
-    def every_record_decided(got: list[tuple[bytes, bytes]]) -> bool:
-        for _k, v in got[read[0] :]:
-            d = orjson.loads(v)
-            src = (d["source"]["topic"], d["source"]["partition"], d["source"]["offset"])
-            decided.setdefault(src, []).append(d["revision"])
-        read[0] = len(got)
-        return valid <= decided.keys()
-
-    got = await read_all(
-        s,
-        "decisions_topic",
-        timeout=900,
-        worker=worker,
-        isolation_level="read_committed",
-        until=every_record_decided,
+    decided = await decisions_per_record(
+        s, valid, timeout=900, worker=worker, isolation_level="read_committed"
     )
-    every_record_decided(got)  # the duplicates read after the last record's decision
     lost = valid - set(decided)
     assert not lost, f"{len(lost)} records without a decision, e.g. {sorted(lost)[:5]}"
     return decided

@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from benchmarks.harness import metric_value
 from models.registry import load, versions
 from models.synthetic import GeneratorConfig, TrafficGenerator
 from streams.cli import main
 from streams.feed import produce_events
 from streams.serving import promote
 from streams.topics import ensure_topics
-from tests.conftest import eventually, metric_value, publish, read_all
+from tests.conftest import eventually, publish, read_all
 
 pytestmark = pytest.mark.integration
 

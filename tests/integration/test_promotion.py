@@ -9,6 +9,7 @@ from collections import Counter
 import orjson
 import pytest
 
+from benchmarks.harness import metric_value
 from models.dataset import from_generator
 from models.registry import ArtifactError, versions
 from models.synthetic import GeneratorConfig, TrafficGenerator
@@ -16,7 +17,7 @@ from models.training import TrainConfig, train_and_save
 from streams.feed import produce_events
 from streams.serving import promote
 from streams.topics import ensure_topics
-from tests.conftest import eventually, metric_value, read_all
+from tests.conftest import eventually, read_all
 
 pytestmark = pytest.mark.integration
 

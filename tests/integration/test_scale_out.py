@@ -5,11 +5,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from benchmarks.harness import assigned, metric_value
 from models.synthetic import GeneratorConfig, TrafficGenerator
 from streams.feed import produce_events
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.conftest import eventually, free_port, metric_value, read_all
+from tests.conftest import decisions_per_record, eventually, free_port, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ async def test_two_workers_share_eight_partitions(settings: Settings, start_work
     manifest = s.topic("manifest_topic")
 
     def owned(port: int) -> float:
-        return metric_value(port, "parcel_risk_assigned_partitions", {"topic": manifest})
+        return assigned(port, manifest)
 
     # both have joined and split the 8 partitions before any traffic arrives
     assert await eventually(
@@ -61,14 +62,8 @@ async def test_workers_starting_together_on_a_backlog_lose_nothing(
     inputs = {(md.topic, md.partition, md.offset) for ev, md in sent if ev.bad_reason is None}
     other = s.with_(web_port=free_port(), data_dir=s.data_dir.with_name(s.data_dir.name + "-b"))
     workers = [start_worker(s), start_worker(other)]
-    decided: set = set()
-
-    def covered(got: list) -> bool:
-        decided.update(tuple(orjson.loads(v)["source"].values()) for _k, v in got)
-        return inputs <= decided
-
-    await read_all(s, "decisions_topic", timeout=600, until=covered)
-    missing = inputs - decided
+    decided = await decisions_per_record(s, inputs, timeout=600)
+    missing = inputs - decided.keys()
     assert not missing, (
         f"{len(missing)} of {len(inputs)} records without a decision, e.g. {sorted(missing)[:3]}\n"
         + "\n".join(w.output() for w in workers)
