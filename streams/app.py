@@ -9,13 +9,14 @@ from __future__ import annotations
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from streams import agents, monitoring, rebalance, security
+from streams import agents, metadata, monitoring, rebalance, security
 from streams.serving import ModelServer
 from streams.settings import Settings
 
 
 def create_app(s: Settings, server: ModelServer) -> faust.App:
     rebalance.install()
+    metadata.install()
     app = faust.App(
         s.app_id,
         broker=f"kafka://{s.bootstrap}",
