@@ -19,6 +19,7 @@ from models.features import ParcelView
 from models.registry import load
 from models.scoring import Scorer
 from streams.records import RecordError, decode
+from streams.serving import limit_model_threads
 from streams.settings import Settings, from_env
 
 OUTPUT = "bench.naive"
@@ -64,7 +65,9 @@ def create_app(s: Settings, scorer: Scorer) -> faust.App:
 def main() -> None:
     s = from_env()
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(s, Scorer(load(s.model_dir, s.model_version or None)))
+    scorer = Scorer(load(s.model_dir, s.model_version or None))
+    limit_model_threads(s.model_threads)  # as the worker: a fair baseline
+    app = create_app(s, scorer)
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 

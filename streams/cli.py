@@ -50,7 +50,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
     from models.registry import ArtifactError, load
     from streams.app import create_app
     from streams.rules import RulesError
-    from streams.serving import ModelServer, promoted
+    from streams.serving import ModelServer, limit_model_threads, promoted
     from streams.topics import ensure_topics
 
     s = _settings(a).with_(
@@ -73,6 +73,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
     try:
         artifact = load(s.model_dir, version)
         server = ModelServer(s, artifact, control_offset)
+        limit_model_threads(s.model_threads)
     except (ArtifactError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2

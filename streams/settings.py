@@ -43,6 +43,8 @@ class Settings:
     # scoring
     batch_size: int = 2000
     batch_within_s: float = 0.05  # per stage: the longest a record waits for its batch to fill
+    # OpenMP threads per model call: scoring batches are small, so more threads mostly spin
+    model_threads: int = 1
     model_dir: Path = field(default=ROOT / "artifacts" / "models")
     model_version: str = ""  # empty: the promoted one, else the newest in model_dir
     # JSON overriding the artifact's thresholds, e.g. {"fentanyl": {"hold": 0.2}}
@@ -85,6 +87,8 @@ class Settings:
             raise ValueError(
                 f"PARCEL_RISK_PROCESSING_GUARANTEE={self.processing_guarantee}: {GUARANTEES}"
             )
+        if self.model_threads < 1:
+            raise ValueError(f"PARCEL_RISK_MODEL_THREADS={self.model_threads}: at least 1")
         wrong = security.problems(
             self.security_protocol,
             self.ssl_cafile,

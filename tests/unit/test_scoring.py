@@ -9,12 +9,15 @@ import numpy as np
 import orjson
 import pytest
 import skops.io as sio
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from models.features import References, build_features
 from models.reasons import describe
 from models.registry import ArtifactError, load, versions
 from models.scoring import Scorer, decide
 from streams.records import validate
+from streams.serving import limit_model_threads
+from streams.settings import Settings
 from tests.samples import ENTRY, MANIFEST
 
 THRESHOLDS = {
@@ -142,3 +145,19 @@ def test_hold_cap_turns_extra_model_holds_into_reviews(model_dir) -> None:
     assert [a for _i, _c, a in res.flagged] == ["hold", "review", "review", "review"]
     forced = score_batch(parcels, scorer, b"k", rules, HoldCap(1))
     assert [a for _i, _c, a in forced.flagged] == ["hold"] * 4  # rules are not capped
+
+
+def test_model_threads_are_capped_and_scores_unchanged(model_dir) -> None:
+    scorer = Scorer(load(model_dir))
+    views = [{"hawb": "H1", "manifest": validate("manifest", MANIFEST), "entry": None}]
+    with threadpool_limits(limits=None):  # restores the process's limits afterwards
+        before = scorer.score(views).scores
+        limit_model_threads(1)
+        openmp = [p for p in threadpool_info() if p["user_api"] == "openmp"]
+        assert openmp and all(p["num_threads"] == 1 for p in openmp)
+        np.testing.assert_array_equal(scorer.score(views).scores, before)
+
+
+def test_model_threads_below_one_refused() -> None:
+    with pytest.raises(ValueError, match="PARCEL_RISK_MODEL_THREADS"):
+        Settings(model_threads=0).check()
