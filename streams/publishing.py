@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
 from models.features import INDEX, ParcelView, normalise_name
 from models.scoring import Scored
 from streams.records import CATEGORIES, RecordError, encode
@@ -106,12 +104,13 @@ def _summary(party: Mapping[str, Any], history: Mapping[str, float] | None) -> d
     return out
 
 
-def _num(x: float) -> float | None:
-    return None if np.isnan(x) else round(float(x), 6)
+def _nums(row: list[float]) -> list[float | None]:
+    """Feature values for JSON: NaN (missing) as null, 6 decimals (from `tolist`: a C loop)."""
+    return [None if x != x else round(x, 6) for x in row]
 
 
-def _scores(row: np.ndarray) -> dict[str, float]:
-    return {c: float(s) for c, s in zip(CATEGORIES, row, strict=True)}  # exact: thresholds compare
+def _scores(row: list[float]) -> dict[str, float]:
+    return dict(zip(CATEGORIES, row, strict=True))  # exact: thresholds compare
 
 
 def decisions_and_holds(
@@ -127,11 +126,14 @@ def decisions_and_holds(
     """One decision per view; a hold for each flagged one, also on its category's topic."""
     scored_at = now_iso()
     out: list[Outgoing] = []
+    features = [_nums(row) for row in scored.features.tolist()]
+    all_scores = scored.scores.tolist()
+    value_at = INDEX["declared_value_usd"]
     for i, view in enumerate(views):
         rec = _party(view)
         hawb = view["hawb"]
         key = hawb.encode()
-        scores = _scores(scored.scores[i])
+        scores = _scores(all_scores[i])
         entry = view.get("entry")
         event_time = rec["event_time"]
         decision = {
@@ -149,13 +151,13 @@ def decisions_and_holds(
                 pseudonym_key, rec["consignee"]["address"] + "|" + rec["consignee"].get("zip", "")
             ),
             "origin": rec["shipper"]["country"],
-            "declared_value_usd": _num(scored.features[i][INDEX["declared_value_usd"]]),
+            "declared_value_usd": features[i][value_at],
             "scores": scores,
             "action": scored.actions[i],
             "category": scored.categories[i],
             "rules": rules[i] if rules else [],
             "model_version": model_version,
-            "features": [_num(x) for x in scored.features[i]],
+            "features": features[i],
             "event_time": event_time,
             "scored_at": scored_at,
         }
