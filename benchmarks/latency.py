@@ -1,12 +1,18 @@
 """Latency under offered load: from a parcel's produce time to its hold being readable.
 
-    python -m benchmarks.latency [--rates 1000 5000] [--seconds 30]
+    python -m benchmarks.latency [--rates 1000 5000] [--seconds 30] [--stages]
 
 For each rate, a fresh worker is started on fresh topics and warmed up; generated parcels
 are then produced at that rate (paced by the wall clock, in 10 ms ticks) while a consumer
 reads targeting.holds and parcels.decisions. A record's latency is the wall-clock time at
 which its hold (or decision) was read, minus the time its input record was sent; both are
 matched by the input's topic, partition and offset, which every output carries.
+
+`--stages` also reads the worker's stage-to-stage topics and prints when each stage
+produced a record's output (the Kafka timestamp of its envelope, which carries the input's
+source), to show which stage the time goes to; unpacking every envelope costs the reader
+CPU on a small machine, so those runs are slower overall. The worker's CPU use during the
+offer is printed too: whether it waits or computes.
 """
 
 from __future__ import annotations
@@ -23,20 +29,47 @@ from aiokafka import AIOKafkaConsumer
 
 from benchmarks import harness
 from models.synthetic import GeneratorConfig, TrafficGenerator
+from streams import envelopes
 from streams.feed import producer_for
 from streams.settings import ROOT, Settings
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, stage_topic
 
 Where = tuple[str, int, int]
+SCORED = "stage 3 (score) produced"  # from the decision's own Kafka timestamp
+
+
+def stage_topics(s: Settings) -> dict[str, str]:
+    """The worker's stage-to-stage topics, by what their records' timestamps mean."""
+    return {
+        stage_topic(s, "by-consignee"): "stage 1 (join) produced",
+        stage_topic(s, "by-shipper"): "stage 2 (consignee) produced",
+    }
+
+
+def _where(src: dict) -> Where:
+    return (src["topic"], src["partition"], src["offset"])
 
 
 async def read_outputs(
-    s: Settings, arrivals: dict[str, dict[Where, float]], ready: asyncio.Event, stop: asyncio.Event
+    s: Settings,
+    arrivals: dict[str, dict[Where, float]],
+    ready: asyncio.Event,
+    stop: asyncio.Event,
+    stages: bool = False,
 ) -> None:
-    """Record when each hold and decision becomes readable, keyed by its input record."""
+    """Record when each hold and decision becomes readable, keyed by its input record.
+
+    With `stages`, also when each stage produced it (Kafka timestamps, the worker's clock).
+    """
     topics = {s.topic("holds_topic"): "holds", s.topic("decisions_topic"): "decisions"}
+    internal = stage_topics(s) if stages else {}
     c = AIOKafkaConsumer(
-        *topics, bootstrap_servers=s.bootstrap, group_id=None, auto_offset_reset="latest"
+        *topics,
+        *internal,
+        bootstrap_servers=s.bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=10 if stages else 500,
     )
     await c.start()
     try:
@@ -47,10 +80,18 @@ async def read_outputs(
         while not stop.is_set():
             for tp, msgs in (await c.getmany(timeout_ms=100)).items():
                 now = time.time()
+                if tp.topic in internal:
+                    got = arrivals[internal[tp.topic]]
+                    for m in msgs:
+                        for rec in envelopes.unpack(m.value):
+                            got.setdefault(_where(rec["source"]), m.timestamp / 1000)
+                    continue
                 for m in msgs:
-                    src = orjson.loads(m.value)["source"]
-                    where = (src["topic"], src["partition"], src["offset"])
-                    arrivals[topics[tp.topic]].setdefault(where, now)
+                    out = orjson.loads(m.value)
+                    arrivals[topics[tp.topic]].setdefault(_where(out["source"]), now)
+                    if stages and tp.topic == s.topic("decisions_topic"):
+                        got = arrivals[SCORED]
+                        got.setdefault(_where(out["source"]), m.timestamp / 1000)
     finally:
         await c.stop()
 
@@ -93,7 +134,9 @@ def summary(latencies: list[float]) -> str:
     )
 
 
-async def run(broker: str, rate: float, seconds: float, partitions: int, seed: int) -> None:
+async def run(
+    broker: str, rate: float, seconds: float, partitions: int, seed: int, stages: bool
+) -> None:
     tag = uuid.uuid4().hex[:6]
     work = ROOT / ".local" / f"bench-latency-{tag}"
     work.mkdir(parents=True)
@@ -110,10 +153,15 @@ async def run(broker: str, rate: float, seconds: float, partitions: int, seed: i
         await offer(s, 50, 2, seed + 1)  # warm-up: the worker joins and loads its model
         await harness.wait_for_count(s, s.topic("decisions_topic"), 100, timeout=300)
         arrivals: dict[str, dict[Where, float]] = {"holds": {}, "decisions": {}}
+        if stages:
+            arrivals |= {name: {} for name in stage_topics(s).values()}
+            arrivals[SCORED] = {}
         ready, stop = asyncio.Event(), asyncio.Event()
-        reader = asyncio.create_task(read_outputs(s, arrivals, ready, stop))
+        reader = asyncio.create_task(read_outputs(s, arrivals, ready, stop, stages))
         await ready.wait()
+        cpu, wall = harness.cpu_seconds(worker.pid), time.monotonic()
         sent = await offer(s, rate, seconds, seed)
+        busy = (harness.cpu_seconds(worker.pid) - cpu) / (time.monotonic() - wall)
         deadline = time.monotonic() + 120
         while len(arrivals["decisions"]) < len(sent) and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
@@ -122,10 +170,14 @@ async def run(broker: str, rate: float, seconds: float, partitions: int, seed: i
         await reader
     finally:
         harness.stop(worker)
-    print(f"offered {rate:,.0f} records/s for {seconds:.0f}s ({len(sent):,} records):")
+    print(
+        f"offered {rate:,.0f} records/s for {seconds:.0f}s ({len(sent):,} records), "
+        f"worker CPU {busy:.0%} of a core while offered:"
+    )
     for name, got in arrivals.items():
         lat = [t - sent[w] for w, t in got.items() if w in sent]
-        print(f"  {name:<9} readable: {summary(lat)}")
+        label = name if name.startswith("stage") else f"{name} readable"
+        print(f"  {label:<29} {summary(lat)}")
     lost = len(sent) - len(set(arrivals["decisions"]) & set(sent))
     if lost:
         print(f"  {lost:,} records without a decision within 120 s")
@@ -138,9 +190,10 @@ async def main() -> None:
     a.add_argument("--partitions", type=int, default=8)
     a.add_argument("--broker", default="127.0.0.1:9092")
     a.add_argument("--seed", type=int, default=21)
+    a.add_argument("--stages", action="store_true", help="also time each stage's output")
     args = a.parse_args()
     for rate in args.rates:
-        await run(args.broker, rate, args.seconds, args.partitions, args.seed)
+        await run(args.broker, rate, args.seconds, args.partitions, args.seed, args.stages)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from streams.rules import HoldCap, RulesFile
 from streams.serving import ModelServer, follow
 from streams.settings import Settings
 from streams.tables import BatchedTable, Tables, define, in_event, sweep_bills
-from streams.topics import category_holds_topic
+from streams.topics import category_holds_topic, stage_topic
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,11 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     }
     inputs = _raw_topic(app, *kinds, partitions=s.partitions)
     by_consignee = _raw_topic(
-        app, f"{s.app_id}-by-consignee", internal=True, partitions=s.partitions
+        app, stage_topic(s, "by-consignee"), internal=True, partitions=s.partitions
     )
-    by_shipper = _raw_topic(app, f"{s.app_id}-by-shipper", internal=True, partitions=s.partitions)
+    by_shipper = _raw_topic(
+        app, stage_topic(s, "by-shipper"), internal=True, partitions=s.partitions
+    )
     outputs = {
         "decisions": _raw_topic(app, s.topic("decisions_topic")),
         "holds": _raw_topic(app, s.topic("holds_topic")),

@@ -73,10 +73,10 @@ def cmd_worker(a: argparse.Namespace) -> int:
     try:
         artifact = load(s.model_dir, version)
         server = ModelServer(s, artifact, control_offset)
-        limit_model_threads(s.model_threads)
     except (ArtifactError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
+    limit_model_threads(s.model_threads)  # the model's OpenMP runtime is loaded by now
     try:
         app = create_app(s, server)
     except RulesError as exc:

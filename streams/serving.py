@@ -34,7 +34,7 @@ def limit_model_threads(n: int) -> None:
     scikit-learn's gradient boosting predicts with one OpenMP thread per core; on a
     worker's batches of tens to hundreds of parcels the threads spend more time waking and
     spinning than predicting. Measured (benchmarks/RESULTS.md): one thread gives the same
-    throughput on a backlog with 15% less CPU, and 30-40% less CPU at a steady 300-1,000
+    throughput on a backlog with less CPU, and 30-40% less CPU at a steady 300-1,000
     parcels/s. Call after the model is loaded, so that its OpenMP runtime is there to cap.
     """
     threadpool_limits(limits=n, user_api="openmp")

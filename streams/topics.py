@@ -36,6 +36,11 @@ def category_holds_topic(s: Settings, category: str) -> str:
     return f"{s.topic('holds_topic')}.{category}"
 
 
+def stage_topic(s: Settings, stage: str) -> str:
+    """A worker stage's input topic ("by-consignee", "by-shipper"): internal, Faust creates it."""
+    return f"{s.app_id}-{stage}"
+
+
 async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> None:
     """Create the product's topics if they do not exist (idempotent)."""
     admin = AIOKafkaAdminClient(**connection(s), request_timeout_ms=15000)
