@@ -7,9 +7,12 @@ each build a worker with their own topic prefix, consumer group and web port.
 from __future__ import annotations
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
+from aiohttp.web import Response
+from faust import web
+from faust.sensors.prometheus import PrometheusMonitor
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from streams import agents, metadata, monitoring, rebalance, security
+from streams import agents, metadata, metrics, monitoring, rebalance, security
 from streams.serving import ModelServer
 from streams.settings import Settings
 
@@ -40,7 +43,19 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
         stream_buffer_maxsize=512,
         autodiscover=False,
     )
-    setup_prometheus_sensors(app)
+    _serve_metrics(app)
     app.tables_ = agents.register(app, s, server)  # type: ignore[attr-defined]
     monitoring.register(app, app.tables_)  # type: ignore[attr-defined]
     return app
+
+
+def _serve_metrics(app: faust.App) -> None:
+    """Faust's sensors and the project's metrics on /metrics: what Faust's
+    `setup_prometheus_sensors` does, with its metrics named `faust_` whatever the app id
+    (streams/metrics.py says why)."""
+    app.monitor = PrometheusMonitor(metrics=metrics.faust_metrics())
+
+    @app.page("/metrics")
+    async def exposition(self: web.View, request: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY)
+        return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})  # type: ignore[return-value]

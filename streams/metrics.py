@@ -2,6 +2,11 @@
 
 Names follow Prometheus conventions (base units, `_total` counters). Label values are
 topic names, categories, actions and field names only: never names or addresses.
+
+Two namespaces that cannot meet: the project's metrics start with `parcel_risk_`, Faust's
+sensors with `faust_`. Faust would name its sensors after the app id, so the default id
+`parcel-risk` turned its `table_operations` into the project's own counter and the worker
+crashed at start; a fixed prefix also keeps dashboards the same whatever the app id.
 """
 
 from __future__ import annotations
@@ -9,8 +14,13 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import cache
 
-from prometheus_client import Counter, Histogram, Info
+from faust.sensors.prometheus import FaustMetrics
+from prometheus_client import REGISTRY, Counter, Histogram, Info
+
+PREFIX = "parcel_risk_"
+FAUST_PREFIX = "faust"
 
 RECORDS = Counter("parcel_risk_records_consumed_total", "Input records consumed", ["topic"])
 DECISIONS = Counter("parcel_risk_decisions_total", "Parcels scored (one per record revision)")
@@ -77,3 +87,10 @@ def count_decisions(
 def count_table_operations(table: str, reads: int, writes: int) -> None:
     TABLE_OPERATIONS.labels(table, "read").inc(reads)
     TABLE_OPERATIONS.labels(table, "write").inc(writes)
+
+
+@cache
+def faust_metrics() -> FaustMetrics:
+    """Faust's sensors under `faust_`, registered once per process (a process may build
+    more than one app: tests, benchmarks)."""
+    return FaustMetrics.create(REGISTRY, FAUST_PREFIX)

@@ -450,16 +450,13 @@ def defined_metrics() -> dict[str, tuple[str, set[str]]]:
     from prometheus_client.metrics import MetricWrapperBase
 
     from streams import metrics
-    from streams.settings import Settings
 
     found: dict[str, tuple[str, set[str]]] = {}
     for obj in vars(metrics).values():
         if isinstance(obj, MetricWrapperBase):
             for fam in obj.describe():
                 found[fam.name] = (fam.type, set(obj._labelnames))
-    # as setup_prometheus_sensors(app) names them: the app id, '-' and '.' made '_'
-    prefix = Settings().app_id.replace("-", "_").replace(".", "_")
-    for obj in FaustMetrics.create(CollectorRegistry(), prefix):
+    for obj in FaustMetrics.create(CollectorRegistry(), metrics.FAUST_PREFIX):
         for fam in obj.describe():
             found[fam.name] = (fam.type, set(obj._labelnames))
     return found
