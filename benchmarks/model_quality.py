@@ -21,10 +21,10 @@ import numpy as np
 from models.dataset import from_generator
 from models.evaluation import evaluate_scores
 from models.features import INDEX, build_features
+from models.records import CATEGORIES
 from models.report import write_report
 from models.synthetic import GeneratorConfig
 from models.training import TrainConfig, split_indices, train
-from streams.records import CATEGORIES
 
 
 def baselines(X: np.ndarray) -> dict[str, np.ndarray]:

@@ -16,9 +16,9 @@ import orjson
 from faust.types import EventT
 
 from models.features import ParcelView
+from models.records import RecordError, decode
 from models.registry import load
 from models.scoring import Scorer
-from streams.records import RecordError, decode
 from streams.serving import limit_model_threads
 from streams.settings import Settings, from_env
 

@@ -20,10 +20,10 @@ import numpy as np
 import orjson
 
 from models.features import ParcelView
+from models.records import CATEGORIES, MAX_RECORD_BYTES
 from models.synthetic import Event, GeneratorConfig, Label, TrafficGenerator
 from streams.pipeline import Incoming, consignee_batch, join_batch, shipper_batch
 from streams.publishing import Source
-from streams.records import CATEGORIES, MAX_RECORD_BYTES
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from models import nomenclature as hs
-from streams.records import Record
+from models.records import Record
 
 DE_MINIMIS_USD = 800.0
 NAN = math.nan

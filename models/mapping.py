@@ -40,7 +40,7 @@ import orjson
 from models import history
 from models.dataset import LabelledSet
 from models.features import ParcelView
-from streams.records import CATEGORIES
+from models.records import CATEGORIES
 
 REQUIRED = ("time", "id", "declared_value")
 KNOWN = (

@@ -14,8 +14,8 @@ import numpy as np
 
 from models.features import ParcelView, build_features
 from models.reasons import explain
+from models.records import CATEGORIES
 from models.registry import Artifact
-from streams.records import CATEGORIES
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from models import nomenclature as hs
-from streams.records import entry_check_digit, mawb_check_digit
+from models.records import entry_check_digit, mawb_check_digit
 
 CATEGORY_NAMES = ("fentanyl", "counterfeit", "undervaluation")
 

@@ -19,8 +19,8 @@ from models.dataset import LabelledSet
 from models.evaluation import evaluate_scores
 from models.features import CATEGORICAL, FEATURES, INDEX, References, build_features
 from models.model import ParcelRiskModel
+from models.records import CATEGORIES
 from models.registry import save
-from streams.records import CATEGORIES
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from models.records import CATEGORIES, RecordError
 from streams import envelopes, metrics
 from streams.pipeline import (
     Ctx,
@@ -32,7 +33,6 @@ from streams.pipeline import (
     undecided,
 )
 from streams.publishing import Outgoing, Source
-from streams.records import CATEGORIES, RecordError
 from streams.rules import HoldCap, RulesFile
 from streams.serving import ModelServer, follow
 from streams.settings import Settings

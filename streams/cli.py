@@ -240,9 +240,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     from models.evaluation import evaluate_scores
     from models.features import build_features
+    from models.records import CATEGORIES
     from models.registry import ArtifactError, load
     from models.report import write_report
-    from streams.records import CATEGORIES
 
     s = _settings(a)
     model_path = Path(a.model)
@@ -323,7 +323,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 def cmd_dispose(a: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer
 
-    from streams.records import RecordError, encode, validate
+    from models.records import RecordError, encode, validate
 
     s = _settings(a)
     now = datetime.now(UTC).isoformat()
@@ -359,8 +359,8 @@ def cmd_dispose(a: argparse.Namespace) -> int:
 
 
 def cmd_holds(a: argparse.Namespace) -> int:
+    from models.records import CATEGORIES
     from streams.console import holds
-    from streams.records import CATEGORIES
 
     if a.category and a.category not in CATEGORIES:
         err.print(f"[red]error:[/] --category must be one of {', '.join(CATEGORIES)}")

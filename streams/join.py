@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from models.features import ParcelView
-from streams.records import Record
+from models.records import Record
 
 SEEN = 8  # input records per bill remembered for replays (a bill usually has two)
 

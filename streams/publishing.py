@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models.features import INDEX, ParcelView, normalise_name
+from models.records import CATEGORIES, RecordError, encode
 from models.scoring import Scored
-from streams.records import CATEGORIES, RecordError, encode
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from typing import Any
 
 from models import history
 from models.features import FEATURES, INDEX, ParcelView
-from streams.records import CATEGORIES
+from models.records import CATEGORIES
 
 ACTIONS = {"review": 1, "hold": 2}
 FIELDS = (*FEATURES, "origin", "entry_type", "hs", "description", "carrier", "port")

@@ -13,7 +13,7 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streams.records import CATEGORIES
+from models.records import CATEGORIES
 from streams.security import connection
 from streams.settings import Settings
 

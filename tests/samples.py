@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.records import entry_check_digit, mawb_check_digit
+from models.records import entry_check_digit, mawb_check_digit
 
 
 def _mawb(prefix: str = "784", serial: str = "1234567") -> str:

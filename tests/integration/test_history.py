@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from models.features import INDEX
-from streams.records import entry_check_digit
+from models.records import entry_check_digit
 from streams.topics import ensure_topics
 from tests.conftest import decisions_for, publish
 from tests.samples import ENTRY, MANIFEST

@@ -11,7 +11,7 @@ import sys
 import orjson
 import pytest
 
-from streams.records import entry_check_digit
+from models.records import entry_check_digit
 from streams.settings import ROOT
 from streams.topics import ensure_topics
 from tests.conftest import decisions_for, publish, read_all

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from models.features import FEATURES, INDEX, ParcelView, References, build_features
-from streams.records import validate
+from models.records import validate
 from tests.samples import ENTRY, MANIFEST
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import orjson
 
 from models.features import INDEX
+from models.records import validate
 from models.scoring import Scored
 from streams.publishing import Source, decisions_and_holds
-from streams.records import validate
 from tests.samples import MANIFEST
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.records import (
+from models.records import (
     RecordError,
     decode,
     encode,

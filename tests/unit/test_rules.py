@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.features import References, build_features
-from streams.records import entry_check_digit, validate
+from models.records import entry_check_digit, validate
 from streams.rules import HoldCap, RulesError, RulesFile, merge, parse
 from streams.settings import ROOT
 from tests.samples import ENTRY, MANIFEST, POLICY_TOML

@@ -13,9 +13,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from models.features import References, build_features
 from models.reasons import describe
+from models.records import validate
 from models.registry import ArtifactError, load, versions
 from models.scoring import Scorer, decide
-from streams.records import validate
 from streams.serving import limit_model_threads
 from streams.settings import Settings
 from tests.samples import ENTRY, MANIFEST

@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from models.records import RecordError, decode
 from models.synthetic import GeneratorConfig, TrafficGenerator
-from streams.records import RecordError, decode
 
 
 @pytest.fixture(scope="module")
