@@ -19,6 +19,7 @@ import faust
 from faust.types import EventT
 
 from models.records import CATEGORIES, RecordError
+from models.rules import HoldCap, RulesFile
 from streams import envelopes, metrics
 from streams.pipeline import (
     Ctx,
@@ -33,7 +34,6 @@ from streams.pipeline import (
     undecided,
 )
 from streams.publishing import Outgoing, Source
-from streams.rules import HoldCap, RulesFile
 from streams.serving import ModelServer, follow
 from streams.settings import Settings
 from streams.tables import BatchedTable, Tables, define, in_event, sweep_bills

@@ -48,8 +48,8 @@ def cmd_worker(a: argparse.Namespace) -> int:
     import uvloop
 
     from models.registry import ArtifactError, load
+    from models.rules import RulesError
     from streams.app import create_app
-    from streams.rules import RulesError
     from streams.serving import ModelServer, limit_model_threads, promoted
     from streams.topics import ensure_topics
 

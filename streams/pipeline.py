@@ -18,12 +18,12 @@ from typing import Any
 
 from models import history
 from models.features import ParcelView
+from models.join import epoch, forwarded, join_record, mark_forwarded, view_of
 from models.nomenclature import VAGUE_TERMS
 from models.records import RecordError, decode, entry_value
+from models.rules import HoldCap, RuleSet, merge
 from models.scoring import Scorer
-from streams.join import epoch, forwarded, join_record, mark_forwarded, view_of
 from streams.publishing import Outgoing, Source, dead_letter, decisions_and_holds
-from streams.rules import HoldCap, RuleSet, merge
 
 Table = MutableMapping[str, Any]
 Ctx = Callable[[int], AbstractContextManager[Any]]

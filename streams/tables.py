@@ -28,8 +28,8 @@ from faust.serializers.codecs import dumps
 from faust.streams import _current_event
 from faust.types import TP
 
+from models.join import expired
 from streams import metrics
-from streams.join import expired
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

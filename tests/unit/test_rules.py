@@ -10,7 +10,7 @@ import pytest
 
 from models.features import References, build_features
 from models.records import entry_check_digit, validate
-from streams.rules import HoldCap, RulesError, RulesFile, merge, parse
+from models.rules import HoldCap, RulesError, RulesFile, merge, parse
 from streams.settings import ROOT
 from tests.samples import ENTRY, MANIFEST, POLICY_TOML
 
@@ -133,7 +133,7 @@ def test_bad_action_and_bad_toml_name_their_line() -> None:
 
 
 def test_rules_strengthen_but_never_weaken() -> None:
-    from streams.rules import Match
+    from models.rules import Match
 
     actions, cats = merge(
         ["review", "hold", None],

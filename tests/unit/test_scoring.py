@@ -122,8 +122,8 @@ def test_untrusted_types_refused_even_with_a_matching_checksum(model_dir, tmp_pa
 
 
 def test_hold_cap_turns_extra_model_holds_into_reviews(model_dir) -> None:
+    from models.rules import HoldCap, parse
     from streams.pipeline import score_batch
-    from streams.rules import HoldCap, parse
 
     scorer = Scorer(load(model_dir))
     scorer.thresholds = {c: {"hold": 1e-9, "review": 1e-9} for c in THRESHOLDS}  # all hold
