@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from models.features import ParcelView
+from models.outputs import Source
+from models.parcel import ParcelView, epoch
+from models.pipeline import Incoming, ParcelMessage, consignee_batch, join_batch, shipper_batch
 from models.records import CATEGORIES, MAX_RECORD_BYTES
 from models.synthetic import Event, GeneratorConfig, Label, TrafficGenerator
-from streams.pipeline import Incoming, consignee_batch, join_batch, shipper_batch
-from streams.publishing import Source
 
 
 @dataclass
@@ -79,7 +79,7 @@ def from_rows(rows: Iterable[dict], source: str) -> LabelledSet:
                 )
             )
         ys.append([int(r["labels"][c]) for c in CATEGORIES])
-        times.append(_epoch(r["event_time"]))
+        times.append(epoch(r["event_time"]))
         values.append(float(r.get("value_usd") or 0.0))
     if vectors and views:
         raise ValueError(f"{source}: mixes feature-vector rows and parcel-view rows")
@@ -121,7 +121,7 @@ def replay(
     rows: list[dict] = []
     last_row: dict[str, int] = {}
 
-    def run(kind: str, raw: bytes, offset: int) -> list[dict]:
+    def run(kind: str, raw: bytes, offset: int) -> list[ParcelMessage]:
         res = join_batch(
             [Incoming(kind, Source("replay", 0, offset, None), raw)], bills, MAX_RECORD_BYTES
         )

@@ -15,31 +15,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 
 from models import nomenclature as hs
-from models.records import Record
+from models import parcel
+from models.parcel import DE_MINIMIS_USD, ParcelView
 
-DE_MINIMIS_USD = 800.0
 NAN = math.nan
-
-# Approximate reference rates to USD: declared values are almost always USD; other
-# currencies are converted roughly, and an unknown currency leaves the value missing.
-USD_PER = {
-    "USD": 1.0,
-    "EUR": 1.08,
-    "GBP": 1.27,
-    "CNY": 0.14,
-    "HKD": 0.128,
-    "JPY": 0.0067,
-    "KRW": 0.00073,
-    "CAD": 0.73,
-    "INR": 0.012,
-    "TWD": 0.031,
-    "VND": 0.00004,
-}
 
 ORIGINS = (
     "CN",
@@ -61,41 +45,6 @@ ORIGINS = (
 )
 _ORIGIN_INDEX = {c: i for i, c in enumerate(ORIGINS)}
 _ENTRY_TYPE_INDEX = {"86": 0, "11": 1, "01": 2}
-_BUSINESS = frozenset(
-    [
-        "ltd",
-        "co",
-        "inc",
-        "llc",
-        "corp",
-        "gmbh",
-        "limited",
-        "company",
-        "trading",
-        "factory",
-        "store",
-        "shop",
-        "industrial",
-        "technology",
-        "tech",
-        "industry",
-        "srl",
-        "sa",
-        "bv",
-        "plc",
-        "pty",
-    ]
-)
-
-
-class ParcelView(TypedDict, total=False):
-    """What the scorer knows about one bill (HAWB) at one moment."""
-
-    hawb: str
-    manifest: Record | None
-    entry: Record | None
-    shipper_history: Mapping[str, float] | None
-    consignee_history: Mapping[str, float] | None
 
 
 FEATURES: tuple[str, ...] = (
@@ -177,7 +126,7 @@ class References:
     def fit(cls, views: Sequence[ParcelView], min_count: int = 20) -> References:
         by_heading: dict[str, list[float]] = {}
         for v in views:
-            code, value, weight = _code(v), _value(v), _weight(v)
+            code, value, weight = parcel.hs_code(v), parcel.value_usd(v), parcel.weight_kg(v)
             if code and value > 0 and weight > 0:
                 by_heading.setdefault(code[:4], []).append(math.log(value / weight))
         by_chapter: dict[str, list[float]] = {}
@@ -213,78 +162,30 @@ class References:
         )
 
 
-def _usd(amount: float, currency: str) -> float:
-    rate = USD_PER.get(currency)
-    return amount * rate if rate is not None else NAN
-
-
-def _value(v: ParcelView) -> float:
-    e, m = v.get("entry"), v.get("manifest")
-    if e is not None:
-        return float(sum(line["value_usd"] for line in e["lines"]))
-    if m is not None:
-        return _usd(m["declared_value"], m["currency"])
-    return NAN
-
-
-def _weight(v: ParcelView) -> float:
-    m = v.get("manifest")
-    return float(m["weight_kg"]) if m is not None else NAN
-
-
-def _code(v: ParcelView) -> str:
-    """The most specific HS code known: the entry's first line, else the manifest's."""
-    e, m = v.get("entry"), v.get("manifest")
-    if e is not None:
-        return e["lines"][0]["hts"]
-    if m is not None:
-        return m.get("hts") or ""
-    return ""
-
-
-def _description(v: ParcelView) -> str:
-    e, m = v.get("entry"), v.get("manifest")
-    if m is not None:
-        return m["description"]
-    if e is not None:
-        return " ".join(line["description"] for line in e["lines"])
-    return ""
-
-
-def _is_business(name: str) -> float:
-    return 1.0 if _BUSINESS & set(name.lower().replace(".", " ").replace(",", " ").split()) else 0.0
-
-
 def _name_suspect(name: str) -> float:
     """Fictitious-looking consignee names: digits, a single token, or very short."""
     parts = name.split()
     return 1.0 if any(c.isdigit() for c in name) or len(parts) < 2 or len(name) < 5 else 0.0
 
 
-def normalise_name(name: str) -> str:
-    return " ".join("".join(c for c in name.lower() if c.isalnum() or c == " ").split())
-
-
 def _row(v: ParcelView, refs: References) -> list[float]:
     m, e = v.get("manifest"), v.get("entry")
-    mv = _usd(m["declared_value"], m["currency"]) if m is not None else NAN
-    ev = float(sum(line["value_usd"] for line in e["lines"])) if e is not None else NAN
-    value = ev if e is not None else mv
-    weight = _weight(v)
-    code = _code(v)
+    mv = parcel.manifest_value_usd(m) if m is not None else NAN
+    ev = parcel.entry_value_usd(e) if e is not None else NAN
+    value = parcel.value_usd(v)
+    weight = parcel.weight_kg(v)
+    code = parcel.hs_code(v)
     if value > 0 and weight > 0:
         log_vpk = math.log(value / weight)
         vs_ref = log_vpk - refs.median_log_vpk(code) if code else NAN
     else:
         log_vpk = vs_ref = NAN
-    desc = _description(v)
+    desc = parcel.description(v)
     lowered = desc.lower()
     words = hs.tokens(desc)
-    raw_words = set(lowered.replace(",", " ").split())
+    raw_words = parcel.words(desc)
     overlap = len(words & hs.code_tokens(code)) / len(words) if code and words else NAN
-    party = m if m is not None else e
-    assert party is not None
-    shipper, consignee = party["shipper"], party["consignee"]
+    shipper, consignee = parcel.parties(v)
     quantity = float(sum(line["quantity"] for line in e["lines"])) if e is not None else NAN
     pieces = float(m["pieces"]) if m is not None else NAN
     if m is not None and e is not None:
@@ -293,7 +194,7 @@ def _row(v: ParcelView, refs: References) -> list[float]:
         union = m_desc | e_desc
         desc_mm = 1.0 - len(m_desc & e_desc) / len(union) if union else 0.0
         cons_mm = float(
-            normalise_name(m["consignee"]["name"]) != normalise_name(e["consignee"]["name"])
+            parcel.normalise(m["consignee"]["name"]) != parcel.normalise(e["consignee"]["name"])
         )
         m_hts = m.get("hts")
         hts_mm = float(m_hts[:4] != code[:4]) if m_hts else NAN
@@ -326,13 +227,13 @@ def _row(v: ParcelView, refs: References) -> list[float]:
         float(len(e["lines"])) if e is not None else NAN,
         quantity,
         math.log(value / quantity) if value > 0 and quantity > 0 else NAN,
-        float(bool(raw_words & hs.VAGUE_TERMS) and len(raw_words) <= 3),
+        float(parcel.vague(desc)),
         float(bool(raw_words & hs.BRAND_TERMS)),
         float(any(p in lowered for p in hs.COVER_PHRASES)),
         overlap,
         float(len(raw_words)),
-        _is_business(shipper["name"]),
-        _is_business(consignee["name"]),
+        float(parcel.is_business(shipper["name"])),
+        float(parcel.is_business(consignee["name"])),
         _name_suspect(consignee["name"]),
         desc_mm,
         cons_mm,
@@ -340,7 +241,9 @@ def _row(v: ParcelView, refs: References) -> list[float]:
         pcs_mm,
         float(bool(e and e.get("listing_url"))),
         float(bool(e and e.get("marketplace"))),
-        float(normalise_name(deliver) != normalise_name(consignee["address"])) if deliver else NAN,
+        float(parcel.normalise(deliver) != parcel.normalise(consignee["address"]))
+        if deliver
+        else NAN,
         *(float(sh.get(k, NAN)) for k in SHIPPER_HISTORY),
         *(float(ch.get(k, NAN)) for k in CONSIGNEE_HISTORY),
     ]

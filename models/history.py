@@ -1,4 +1,4 @@
-"""Shipper and consignee history: normalised keys, bounded state, features.
+"""Shipper and consignee history: bounded state and features, by the keys of parcel.py.
 
 Pure functions over plain dicts. The worker keeps these dicts in Faust tables; the offline
 data-set builder replays traffic through the very same functions in time order, so a model
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
+
+from models import parcel
+from models.parcel import ParcelView
 
 DAY = 86_400.0
 MAX_DISTINCT = 200  # distinct counts saturate here; enough to tell 1 from many
@@ -24,51 +26,11 @@ MAX_DISTINCT = 200  # distinct counts saturate here; enough to tell 1 from many
 # batches) for every entity with fewer than this many events in that window
 RECENT = 32
 
-_NON_ALNUM = re.compile(r"[^a-z0-9 ]+")
-_COMPANY_SUFFIXES = frozenset(
-    {"co", "company", "ltd", "limited", "inc", "incorporated", "llc", "corp", "corporation",
-     "gmbh", "ag", "sa", "srl", "bv", "plc", "pty", "trading", "international", "intl",
-     "group", "holdings", "ecommerce", "e", "commerce", "store", "shop"}
-)  # fmt: skip
-_ADDRESS_WORDS = {
-    "street": "st",
-    "avenue": "ave",
-    "road": "rd",
-    "drive": "dr",
-    "apartment": "apt",
-    "suite": "ste",
-    "boulevard": "blvd",
-    "lane": "ln",
-    "court": "ct",
-    "place": "pl",
-    "north": "n",
-    "south": "s",
-    "east": "e",
-    "west": "w",
-    "unit": "apt",
-    "number": "",
-}
 SEIZURE_FIELDS = {
     "seized_narcotics": "seized_narcotics",
     "seized_ipr": "seized_ipr",
     "undervalued": "undervalued",
 }
-
-
-def _words(text: str) -> list[str]:
-    return _NON_ALNUM.sub(" ", text.lower().replace("&", " and ")).split()
-
-
-def shipper_key(name: str, country: str) -> str:
-    """'Shenzhen JOY Trading Co., Ltd.' and 'shenzhen joy' in CN are the same shipper."""
-    words = [w for w in _words(name) if w not in _COMPANY_SUFFIXES]
-    return " ".join(words or _words(name)) + "|" + country.strip().upper()
-
-
-def consignee_key(address: str, zip_code: str | None) -> str:
-    """A delivery address, tolerant of case, punctuation and street-type spelling."""
-    words = [_ADDRESS_WORDS.get(w, w) for w in _words(address)]
-    return " ".join(w for w in words if w) + "|" + (zip_code or "").strip()[:5]
 
 
 def _short(key: str, size: int = 4) -> str:
@@ -136,8 +98,11 @@ def _shipper(state: Mapping[str, Any] | None, first_seen: float) -> dict[str, An
 
 
 def observe_shipper_parcel(
-    state: dict[str, Any] | None, value: float, consignee: str, vague: bool, now: float
+    state: dict[str, Any] | None, view: ParcelView, consignee: str, now: float
 ) -> dict[str, Any]:
+    """Count a parcel (first revision) in its shipper's history: its value in USD, its
+    consignee, whether its description is vague."""
+    value = parcel.value_usd(view)
     s = _shipper(state, now)
     s["parcels"] += 1
     s["first_seen"] = min(s["first_seen"], now)
@@ -145,7 +110,7 @@ def observe_shipper_parcel(
     if value == value:  # not NaN
         s["value_sum"] += value
         s["value_sq"] += value * value
-    s["vague"] += int(vague)
+    s["vague"] += int(parcel.vague(parcel.description(view)))
     s["consignees"] = list(s.get("consignees", []))
     _add_distinct(s, "consignees", consignee)
     return s

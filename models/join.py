@@ -10,22 +10,30 @@ and the newest revision the next stage acknowledged, so such a replay is not sen
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
-from models.features import ParcelView
+from models.parcel import ParcelView, epoch
 from models.records import Record
 
 SEEN = 8  # input records per bill remembered for replays (a bill usually has two)
 
 
-def epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts).timestamp()
+class Bill(TypedDict, total=False):
+    """A bill as the bills table keeps it (JSON: tuples come back as lists)."""
+
+    manifest: Record  # first seen
+    entry: Record  # first seen
+    revision: int  # records joined so far
+    first_seen: float  # epoch seconds (event time)
+    last_seen: float
+    partition: int  # of its input records, so the expiry sweep deletes it there
+    seen: list[tuple[str, int]]  # (input record, its revision), the last SEEN of them
+    forwarded: int  # newest revision the next stage has acknowledged
 
 
 def join_record(
-    bill: dict[str, Any] | None, kind: str, record: Record, partition: int, source: str
-) -> tuple[dict[str, Any], ParcelView, int]:
+    bill: Bill | None, kind: str, record: Record, partition: int, source: str
+) -> tuple[Bill, ParcelView, int]:
     """Add a manifest or entry to its bill; returns the new bill, the view to score and the
     record's revision. `source` names the input record (topic:partition:offset); a replay
     of one already joined changes nothing and keeps its revision."""
@@ -33,18 +41,20 @@ def join_record(
     if bill is not None and source in seen:
         return bill, view_of(bill, record["hawb"]), seen[source]
     now = epoch(record["event_time"])
-    b: dict[str, Any] = dict(bill) if bill else {"revision": 0, "first_seen": now}
-    if b.get(kind) is None:
-        b[kind] = record
+    b = bill.copy() if bill else Bill(revision=0, first_seen=now)
+    if kind == "manifest" and b.get("manifest") is None:
+        b["manifest"] = record
+    elif kind == "entry" and b.get("entry") is None:
+        b["entry"] = record
     b["revision"] += 1
     b["last_seen"] = max(b.get("last_seen", now), now)
-    b["p"] = partition
+    b["partition"] = partition
     seen[source] = b["revision"]
     b["seen"] = list(seen.items())[-SEEN:]
     return b, view_of(b, record["hawb"]), b["revision"]
 
 
-def forwarded(bill: dict[str, Any] | None, source: str) -> bool:
+def forwarded(bill: Bill | None, source: str) -> bool:
     """Was this input record joined and its parcel acknowledged by the next stage? Then a
     replay of it has nothing left to do."""
     if bill is None:
@@ -53,14 +63,14 @@ def forwarded(bill: dict[str, Any] | None, source: str) -> bool:
     return revision is not None and revision <= bill.get("forwarded", 0)
 
 
-def mark_forwarded(bill: dict[str, Any], revision: int) -> dict[str, Any]:
+def mark_forwarded(bill: Bill, revision: int) -> Bill:
     """Note, once the next stage has it, that the bill's parcel up to `revision` went on."""
     return {**bill, "forwarded": max(revision, bill.get("forwarded", 0))}
 
 
-def view_of(bill: dict[str, Any], hawb: str) -> ParcelView:
+def view_of(bill: Bill, hawb: str) -> ParcelView:
     return ParcelView(hawb=hawb, manifest=bill.get("manifest"), entry=bill.get("entry"))
 
 
-def expired(bill: dict[str, Any], now: float, ttl_s: float) -> bool:
+def expired(bill: Bill, now: float, ttl_s: float) -> bool:
     return now - bill.get("last_seen", bill.get("first_seen", now)) > ttl_s

@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models import history
-from models.dataset import LabelledSet
-from models.features import ParcelView
+from models import history, parcel
+from models.dataset import LabelledSet, read_jsonl
+from models.parcel import ParcelView
 from models.records import CATEGORIES
 
 REQUIRED = ("time", "id", "declared_value")
@@ -131,7 +131,10 @@ def load_mapped(data: Path, mapping: Path) -> LabelledSet:
     order = np.argsort(times, kind="stable")
     shippers: dict[str, Any] = {}
     consignees: dict[str, Any] = {}
-    ids, views, ys, values = [], [], [], []
+    ids: list[str] = []
+    views: list[ParcelView] = []
+    ys: list[list[int]] = []
+    values: list[float] = []
     for i in order:
         r = raw[i]
         t = times[i]
@@ -139,9 +142,7 @@ def load_mapped(data: Path, mapping: Path) -> LabelledSet:
         origin = str(get(r, "origin", "")).upper()[:2] or "ZZ"
         shipper_name = str(get(r, "shipper", "")) or "unknown"
         consignee_addr = str(get(r, "consignee", "")) or "unknown"
-        skey = history.shipper_key(shipper_name, origin)
-        ckey = history.consignee_key(consignee_addr, "")
-        manifest = {
+        manifest: dict[str, Any] = {
             "hawb": str(get(r, "id")),
             "event_time": "",
             "description": str(get(r, "description")),
@@ -158,16 +159,12 @@ def load_mapped(data: Path, mapping: Path) -> LabelledSet:
                 "country": "US",
             },
         }
-        views.append(
-            ParcelView(
-                hawb=manifest["hawb"],
-                manifest=manifest,
-                entry=None,
-                shipper_history=history.shipper_features(shippers.get(skey), t),
-                consignee_history=history.consignee_features(consignees.get(ckey), t),
-            )
-        )
-        shippers[skey] = history.observe_shipper_parcel(shippers.get(skey), value, ckey, False, t)
+        view = ParcelView(hawb=manifest["hawb"], manifest=manifest, entry=None)
+        skey, ckey = parcel.keys(view)
+        view["shipper_history"] = history.shipper_features(shippers.get(skey), t)
+        view["consignee_history"] = history.consignee_features(consignees.get(ckey), t)
+        views.append(view)
+        shippers[skey] = history.observe_shipper_parcel(shippers.get(skey), view, ckey, t)
         consignees[ckey] = history.observe_consignee_parcel(consignees.get(ckey), skey, t)
         ids.append(manifest["hawb"])
         ys.append([int(_num(r.get(labels[c], 0)) > 0) if c in labels else 0 for c in CATEGORIES])
@@ -182,3 +179,11 @@ def load_mapped(data: Path, mapping: Path) -> LabelledSet:
         np.ones(len(ids), dtype=bool),
         f"{data} via {mapping}",
     )
+
+
+def load_data(path: Path, mapping: Path | None = None) -> LabelledSet:
+    """Labelled data for train and evaluate: our JSONL (generate --dataset, export), or
+    another schema's table through a mapping file; ValueError says what is wrong."""
+    if not path.exists():
+        raise ValueError(f"no such file: {path}")
+    return load_mapped(path, mapping) if mapping else read_jsonl(path)

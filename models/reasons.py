@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from models import nomenclature as hs
-from models.features import DE_MINIMIS_USD, INDEX, ORIGINS, ParcelView, References
+from models.features import INDEX, ORIGINS, References
 from models.model import ParcelRiskModel
+from models.parcel import DE_MINIMIS_USD, ParcelView, description, hs_code
 
 MIN_DROP = 0.002  # score points; smaller contributions are noise, not reasons
 
@@ -58,23 +59,9 @@ def _v(row: np.ndarray, name: str) -> float:
     return float(row[INDEX[name]])
 
 
-def _desc(view: ParcelView) -> str:
-    m, e = view.get("manifest"), view.get("entry")
-    if m is not None:
-        return m["description"]
-    return e["lines"][0]["description"] if e is not None else ""
-
-
-def _code(view: ParcelView) -> str:
-    e, m = view.get("entry"), view.get("manifest")
-    if e is not None:
-        return e["lines"][0]["hts"]
-    return (m.get("hts") or "") if m is not None else ""
-
-
 def _vpk(row: np.ndarray, view: ParcelView, refs: References) -> str:
     vpk = math.exp(_v(row, "log_value_per_kg"))
-    code = _code(view)
+    code = hs_code(view)
     median = math.exp(refs.median_log_vpk(code))
     ratio = median / vpk if vpk > 0 else math.inf
     what = f"HS {code[:4]}" if code else "parcels of unknown HS code"
@@ -100,7 +87,7 @@ def _threshold(row: np.ndarray, view: ParcelView, refs: References) -> str:
 
 
 def _hs_group(row: np.ndarray, view: ParcelView, refs: References) -> str:
-    code = _code(view)
+    code = hs_code(view)
     group = {
         1: "counterfeit-prone heading",
         2: "tablet presses or their parts",
@@ -115,8 +102,8 @@ def _origin(row: np.ndarray, view: ParcelView, refs: References) -> str:
 
 
 def _overlap(row: np.ndarray, view: ParcelView, refs: References) -> str:
-    code = _code(view)
-    return f"description '{_desc(view)}' does not match HS {code[:6]} ({hs.describe(code)[:60]})"
+    code, desc = hs_code(view), description(view)
+    return f"description '{desc}' does not match HS {code[:6]} ({hs.describe(code)[:60]})"
 
 
 def _count(template: str, name: str) -> Callable[[np.ndarray, ParcelView, References], str]:
@@ -129,7 +116,7 @@ def _count(template: str, name: str) -> Callable[[np.ndarray, ParcelView, Refere
 
 def _flag(text: str, name: str, when: float = 1.0) -> Callable[..., str]:
     def check(row: np.ndarray, view: ParcelView, refs: References) -> str:
-        return text.format(desc=_desc(view)) if _v(row, name) == when else ""
+        return text.format(desc=description(view)) if _v(row, name) == when else ""
 
     return check
 

@@ -411,8 +411,3 @@ def _check_unique_keys(raw: bytes, obj: Any) -> None:
 def encode(rec: Mapping[str, Any]) -> bytes:
     """Records on the wire are compact UTF-8 JSON."""
     return orjson.dumps(rec, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def entry_value(entry: Mapping[str, Any]) -> float:
-    """Total declared value of an entry (sum of its lines)."""
-    return float(sum(line["value_usd"] for line in entry["lines"]))

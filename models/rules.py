@@ -29,6 +29,7 @@ refused as a whole, naming the line and the reason, and the rules in force stay.
 from __future__ import annotations
 
 import ast
+import logging
 import math
 import operator
 import re
@@ -39,10 +40,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from models import history
-from models.features import FEATURES, INDEX, ParcelView
+from models import parcel
+from models.features import FEATURES, INDEX
+from models.parcel import DE_MINIMIS_USD, ParcelView
 from models.records import CATEGORIES
 
+log = logging.getLogger(__name__)
 ACTIONS = {"review": 1, "hold": 2}
 FIELDS = (*FEATURES, "origin", "entry_type", "hs", "description", "carrier", "port")
 
@@ -81,7 +84,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Policy:
-    de_minimis_usd: float = 800.0
+    de_minimis_usd: float = DE_MINIMIS_USD
     entry_types: frozenset[str] = frozenset({"86"})
     excluded: tuple[tuple[frozenset[str], date], ...] = ()
 
@@ -93,13 +96,9 @@ class RuleSet:
 
     def evaluate(self, view: ParcelView, features: Any) -> list[Match]:
         """Every rule and policy check this parcel meets."""
-        rec = view.get("entry") or view.get("manifest")
-        if rec is None:
-            return []
-        facts = _facts(view, rec, features)
+        facts = _facts(view, features)
         out: list[Match] = []
-        skey = history.shipper_key(rec["shipper"]["name"], rec["shipper"]["country"])
-        ckey = history.consignee_key(rec["consignee"]["address"], rec["consignee"].get("zip"))
+        skey, ckey = parcel.keys(view)
         for r in self.rules:
             why = ""
             if r.shippers and skey in r.shippers:
@@ -146,23 +145,17 @@ class RuleSet:
         return []
 
 
-def _facts(view: ParcelView, rec: Mapping[str, Any], features: Any) -> dict[str, Any]:
+def _facts(view: ParcelView, features: Any) -> dict[str, Any]:
+    """What a condition can name: the features, and a few facts of the parcel's own."""
     entry, manifest = view.get("entry"), view.get("manifest")
     facts: dict[str, Any] = {name: float(features[i]) for name, i in INDEX.items()}
-    hs = entry["lines"][0]["hts"] if entry else (manifest.get("hts") or "") if manifest else ""
     facts.update(
-        origin=rec["shipper"]["country"],
-        hs=hs,
+        origin=parcel.parties(view)[0]["country"],
+        hs=parcel.hs_code(view),
         entry_type=entry["entry_type"] if entry else "",
-        description=(
-            manifest["description"]
-            if manifest
-            else entry["lines"][0]["description"]
-            if entry
-            else ""
-        ).lower(),
+        description=parcel.description(view).lower(),
         carrier=manifest["carrier"] if manifest else "",
-        port=manifest["arrival_port"] if manifest else entry["port_of_entry"] if entry else "",
+        port=entry["port_of_entry"] if entry else parcel.primary(view)["arrival_port"],
     )
     return facts
 
@@ -309,9 +302,9 @@ def _rule(r: Mapping[str, Any]) -> Rule:
         raise _KeyProblem("action", f"action must be hold or review, not {r.get('action')!r}")
     if r.get("category") not in CATEGORIES:
         raise _KeyProblem("category", f"category must be one of {', '.join(CATEGORIES)}")
-    shippers = frozenset(history.shipper_key(*_split(s)) for s in r.get("shippers", []))
+    shippers = frozenset(parcel.shipper_key(*_split(s)) for s in r.get("shippers", []))
     consignees = frozenset(
-        history.consignee_key(*_split(c)) for c in r.get("consignee_addresses", [])
+        parcel.consignee_key(*_split(c)) for c in r.get("consignee_addresses", [])
     )
     prefixes = tuple(p.replace(".", "") for p in r.get("hs_prefix", []))
     if any(not p.isdigit() or not 2 <= len(p) <= 10 for p in prefixes):
@@ -349,7 +342,8 @@ def _policy(p: Mapping[str, Any]) -> Policy:
 
 
 class RulesFile:
-    """The rules in force, reloaded when the file changes; a bad edit keeps the old ones."""
+    """The rules in force, reloaded when the file changes; a bad edit keeps the old ones,
+    and says so in the log (the operator who edited it reads the log, not the worker)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -370,11 +364,13 @@ class RulesFile:
                 return None
             self.mtime = mtime
             self.rules = parse(self.path.read_text(), str(self.path))
-            self.last_error = ""
-            return "success"
         except (OSError, RulesError) as exc:
             self.last_error = str(exc)
+            log.error("rules not reloaded, the old ones stay: %s", exc)
             return "failure"
+        self.last_error = ""
+        log.warning("rules reloaded from %s: %d rules", self.path, len(self.rules.rules))
+        return "success"
 
 
 def merge(

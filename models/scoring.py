@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.features import ParcelView, build_features
+from models.features import build_features
+from models.parcel import ParcelView
 from models.reasons import explain
 from models.records import CATEGORIES
 from models.registry import Artifact

@@ -25,9 +25,7 @@ import numpy as np
 import orjson
 
 from models import nomenclature as hs
-from models.records import entry_check_digit, mawb_check_digit
-
-CATEGORY_NAMES = ("fentanyl", "counterfeit", "undervaluation")
+from models.records import CATEGORIES, entry_check_digit, mawb_check_digit
 
 
 @dataclass(frozen=True)
@@ -582,11 +580,11 @@ class TrafficGenerator:
         events = self._records(
             i, hawb, t, sh, consignee, code, desc, weight, manifest_value, entry_value
         )
-        flags = {k: int(risk == k) for k in CATEGORY_NAMES}
+        flags = {k: int(risk == k) for k in CATEGORIES}
         if risk and rng.random() < c.label_noise * 5:  # an exam that missed it
             flags[risk] = 0
         elif not risk and rng.random() < c.label_noise * 0.05:  # a finding on a clean one
-            flags[_pick(rng, CATEGORY_NAMES)] = 1
+            flags[_pick(rng, CATEGORIES)] = 1
         label = Label(
             hawb=hawb,
             event_time=min(e.event_time for e in events).isoformat(),

@@ -13,19 +13,17 @@ import logging
 import time
 from collections.abc import AsyncIterable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import EventT
 
-from models.records import CATEGORIES, RecordError
-from models.rules import HoldCap, RulesFile
-from streams import envelopes, metrics
-from streams.pipeline import (
+from models.outputs import Source
+from models.pipeline import (
     Ctx,
     Incoming,
+    StageMessage,
     consignee_batch,
-    dead_letters,
     join_batch,
     record_decisions,
     record_forwarded,
@@ -33,7 +31,10 @@ from streams.pipeline import (
     shipper_batch,
     undecided,
 )
-from streams.publishing import Outgoing, Source
+from models.records import CATEGORIES, RecordError
+from models.rules import HoldCap, RulesFile
+from streams import envelopes, metrics
+from streams.publishing import Outgoing, dead_letters, scored
 from streams.serving import ModelServer, follow
 from streams.settings import Settings
 from streams.tables import BatchedTable, Tables, define, in_event, sweep_bills
@@ -50,7 +51,7 @@ def _raw_topic(app: faust.App, *names: str, **kw: Any) -> faust.TopicT:
 
 def _source(ev: EventT) -> Source:
     m = ev.message
-    return Source(m.topic, m.partition, m.offset, m.key, m.timestamp)
+    return Source(m.topic, m.partition, m.offset, m.key)
 
 
 def per_event(events: Sequence[EventT]) -> Ctx:
@@ -103,7 +104,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     async def send(messages: Sequence[Outgoing]) -> None:
         await produce((outputs[o.output], None, o.key, o.value) for o in messages)
 
-    async def forward(topic: faust.TopicT, items: Sequence[tuple[bytes, dict]]) -> None:
+    async def forward(topic: faust.TopicT, items: Sequence[tuple[bytes, StageMessage]]) -> None:
         await produce(
             (topic, partition, b"", value)
             for partition, value in envelopes.pack(items, s.partitions)
@@ -113,13 +114,13 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
         for table in changed:
             await table.flush_changelog()
 
-    async def unpack(events: Sequence[EventT]) -> tuple[list[EventT], list[dict]]:
+    async def unpack(events: Sequence[EventT]) -> tuple[list[EventT], list[StageMessage]]:
         """Records of stage envelopes, each with its envelope's event (so its partition).
 
         Stage messages are ours, but a corrupt one still goes to the dead letters.
         """
         record_events: list[EventT] = []
-        records: list[dict] = []
+        records: list[StageMessage] = []
         bad = []
         for ev in events:
             try:
@@ -132,7 +133,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
                     )
                 )
                 continue
-            records.extend(batch)
+            records.extend(cast(list[StageMessage], batch))  # our own stages wrote them
             record_events.extend([ev] * len(batch))
         if bad:
             await send(dead_letters(bad))
@@ -141,6 +142,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
 
     @app.agent(inputs, name="join-bills")
     async def join_bills(stream: AsyncIterable[EventT]) -> None:
+        # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):  # type: ignore[attr-defined]
             batch = [
                 Incoming(kinds[ev.message.topic], _source(ev), ev.message.value) for ev in events
@@ -157,6 +159,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
 
     @app.agent(by_consignee, name="consignee-history")
     async def consignee_history(stream: AsyncIterable[EventT]) -> None:
+        # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
             evs, msgs = await unpack(events)
             out = consignee_batch(msgs, tables.consignees, ctx=per_event(evs))
@@ -165,10 +168,11 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
 
     @app.agent(by_shipper, name="score-parcels")
     async def score_parcels(stream: AsyncIterable[EventT]) -> None:
+        # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
             evs, msgs = await unpack(events)
             parcels = shipper_batch(msgs, tables.shippers, ctx=per_event(evs))
-            parcel_events = [ev for ev, m in zip(evs, msgs, strict=True) if m["t"] == "parcel"]
+            parcel_events = [ev for ev, m in zip(evs, msgs, strict=True) if m["kind"] == "parcel"]
             keep = undecided(parcels, tables.shippers, ctx=per_event(parcel_events))
             metrics.REPLAYS_SKIPPED.labels("score").inc(len(parcels) - len(keep))
             parcels = [parcels[i] for i in keep]
@@ -181,12 +185,10 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             reloaded = rules.refresh()
             if reloaded:
                 metrics.RULE_RELOADS.labels(reloaded).inc()
-                if rules.last_error:
-                    log.error("rules not reloaded, the old ones stay: %s", rules.last_error)
             res = score_batch(parcels, scorer, pkey, rules.rules, cap)
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(parcels))
-            await send(res.out)
+            await send(scored(res))
             record_decisions(parcels, res.flagged, tables.shippers, ctx=per_event(parcel_events))
             await flush(tables.shippers)
             metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)

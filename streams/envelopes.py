@@ -11,7 +11,7 @@ partition, hence to that partition's table. Order within a partition is kept.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -30,7 +30,7 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 def pack(
-    items: Sequence[tuple[bytes, dict[str, Any]]],
+    items: Sequence[tuple[bytes, Mapping[str, Any]]],
     partitions: int,
     max_records: int = MAX_RECORDS,
     max_bytes: int = MAX_BYTES,

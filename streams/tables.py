@@ -152,7 +152,7 @@ def sweep_bills(bills: faust.Table, ttl_s: float, now: float, source_topic: str)
     `now` is stream time (the newest event time seen), not the wall clock: a backfill of
     last year's traffic must not expire the bills it is joining.
     """
-    stale = [(k, v["p"]) for k, v in list(bills.items()) if v and expired(v, now, ttl_s)]
+    stale = [(k, v["partition"]) for k, v in list(bills.items()) if v and expired(v, now, ttl_s)]
     for key, partition in stale:
         ev = PartitionEvent(partition, source_topic)
         with in_event(ev):

@@ -49,7 +49,7 @@ def test_partition_is_stable_and_spread() -> None:
     assert envelopes.partition_of(b"acme|cn", 8) == envelopes.partition_of(b"acme|cn", 8)
 
 
-@pytest.mark.parametrize("value", [b"", b"not json", b'{"t": "parcel"}', b"[1, 2]", None])
+@pytest.mark.parametrize("value", [b"", b"not json", b'{"kind": "parcel"}', b"[1, 2]", None])
 def test_anything_else_is_refused(value: bytes | None) -> None:
     with pytest.raises(envelopes.EnvelopeError):
         envelopes.unpack(value)

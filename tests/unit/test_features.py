@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from models.features import FEATURES, INDEX, ParcelView, References, build_features
+from models.features import FEATURES, INDEX, References, build_features
+from models.parcel import ParcelView
 from models.records import validate
 from tests.samples import ENTRY, MANIFEST
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
+from models import parcel
 from models.features import INDEX
+from models.outputs import Source, decisions_and_holds, pseudonym
+from models.pipeline import ScoreResult
 from models.records import validate
 from models.scoring import Scored
-from streams.publishing import Source, decisions_and_holds
+from streams.publishing import scored
 from tests.samples import MANIFEST
 
 
@@ -20,22 +23,31 @@ def test_decision_and_hold_carry_what_their_readers_need() -> None:
     features[0, value_at] = 12.5
     features[0, nan_at] = np.nan
     scores = np.array([[0.123456789, 0.5, 0.25]])
-    scored = Scored(features, scores, ["hold"], ["fentanyl"])
-    out = decisions_and_holds(
-        [view], [Source("parcels.manifest", 3, 42, b"k")], [1], scored,
+    source = Source("parcels.manifest", 3, 42, b"k").as_dict()
+    (decision,), (hold,) = decisions_and_holds(
+        [view], [source], [1], Scored(features, scores, ["hold"], ["fentanyl"]),
         {0: ["value per kg far below its HS heading"]}, "v1", b"secret",
     )  # fmt: skip
-    assert [o.output for o in out] == ["decisions", "holds", "holds.fentanyl"]
-    decision = orjson.loads(out[0].value)
     assert decision["source"] == {"topic": "parcels.manifest", "partition": 3, "offset": 42}
     assert decision["scores"]["fentanyl"] == 0.123456789  # exact: thresholds compare on it
     assert decision["declared_value_usd"] == 12.5
     assert decision["features"][nan_at] is None
     rest = {x for i, x in enumerate(decision["features"]) if i not in (nan_at, value_at)}
     assert rest == {0.333333}
-    raw = out[0].value.decode()
-    assert MANIFEST["shipper"]["name"] not in raw and MANIFEST["consignee"]["address"] not in raw
-    hold = orjson.loads(out[1].value)
+    # the shipper's pseudonym is its history key's: decisions group as the worker does
+    shipper_key, _ = parcel.keys(view)
+    assert decision["shipper_id"] == pseudonym(b"secret", shipper_key)
+    assert decision["shipper_id"] != pseudonym(b"other key", shipper_key)
     assert hold["reasons"] == ["value per kg far below its HS heading"]
     assert hold["shipper"]["name"] == MANIFEST["shipper"]["name"]
-    assert out[2].value == out[1].value
+
+    out = scored(ScoreResult([decision], [hold], [(0, "fentanyl", "hold")]))
+    assert [(o.output, o.key) for o in out] == [
+        ("decisions", b"HX12345678"),
+        ("holds", b"HX12345678"),
+        ("holds.fentanyl", b"HX12345678"),
+    ]
+    raw = out[0].value.decode()
+    assert MANIFEST["shipper"]["name"] not in raw and MANIFEST["consignee"]["address"] not in raw
+    assert orjson.loads(out[0].value) == decision
+    assert out[2].value == out[1].value and orjson.loads(out[1].value) == hold

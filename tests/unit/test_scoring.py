@@ -75,7 +75,7 @@ def test_flagged_parcels_get_reasons_from_the_real_model(model_dir) -> None:
     )
     views = [{"hawb": f"H{i}", "manifest": m, "entry": None} for i in range(3)]
     # force a review so the reasons path runs whatever this parcel scores
-    scorer.thresholds = {c: {"hold": 1.0, "review": 1e-9} for c in THRESHOLDS}
+    scorer.thresholds = {c: {"hold": 2.0, "review": 1e-9} for c in THRESHOLDS}  # never a hold
     scored = scorer.score(views)
     assert scored.actions == ["review"] * 3
     reasons = scorer.reasons(views, scored)
@@ -122,8 +122,8 @@ def test_untrusted_types_refused_even_with_a_matching_checksum(model_dir, tmp_pa
 
 
 def test_hold_cap_turns_extra_model_holds_into_reviews(model_dir) -> None:
+    from models.pipeline import score_batch
     from models.rules import HoldCap, parse
-    from streams.pipeline import score_batch
 
     scorer = Scorer(load(model_dir))
     scorer.thresholds = {c: {"hold": 1e-9, "review": 1e-9} for c in THRESHOLDS}  # all hold
@@ -132,7 +132,7 @@ def test_hold_cap_turns_extra_model_holds_into_reviews(model_dir) -> None:
         {
             "view": {"hawb": f"H{i}", "manifest": m, "entry": None},
             "revision": 1,
-            "time": 3600.0 * 10,
+            "event_epoch": 3600.0 * 10,
             "source": {"topic": "t", "partition": 0, "offset": i},
         }
         for i in range(4)

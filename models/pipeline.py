@@ -1,7 +1,8 @@
 """The stages as pure functions: join -> consignee history -> shipper history -> score.
 
-Agents hand batches in and send what comes out; tables are passed as mappings, so unit
-tests use dicts and the offline data-set builder replays traffic through the same code.
+Agents hand batches in and publish what comes out (streams/agents.py); tables are passed
+as mappings, so unit tests use dicts and the offline data-set builder replays traffic
+through the same code.
 `ctx(i)` returns the context in which the i-th record's table reads and writes happen (the
 worker uses it to put each record's state in its own partition).
 
@@ -14,20 +15,46 @@ from collections import defaultdict
 from collections.abc import Callable, MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, TypedDict
 
-from models import history
-from models.features import ParcelView
-from models.join import epoch, forwarded, join_record, mark_forwarded, view_of
-from models.nomenclature import VAGUE_TERMS
-from models.records import RecordError, decode, entry_value
+from models import history, parcel
+from models.join import Bill, forwarded, join_record, mark_forwarded, view_of
+from models.outputs import Decision, Hold, Source, SourceRef, decisions_and_holds
+from models.parcel import ParcelView, epoch
+from models.records import RecordError, decode
 from models.rules import HoldCap, RuleSet, merge
 from models.scoring import Scorer
-from streams.publishing import Outgoing, Source, dead_letter, decisions_and_holds
 
 Table = MutableMapping[str, Any]
 Ctx = Callable[[int], AbstractContextManager[Any]]
-Forward = tuple[bytes, dict[str, Any]]  # (next stage's key, message)
+
+
+class ParcelMessage(TypedDict):
+    """Stage to stage: a parcel (one revision of a bill) to enrich, then score."""
+
+    kind: Literal["parcel"]
+    view: ParcelView
+    revision: int
+    shipper_key: str
+    consignee_key: str
+    event_epoch: float  # event time of the record that made this revision (epoch seconds)
+    source: SourceRef
+
+
+class OutcomeMessage(TypedDict):
+    """Stage to stage: an exam outcome, for the histories of its bill's parties."""
+
+    kind: Literal["outcome"]
+    hawb: str
+    outcome: str
+    shipper_key: str
+    consignee_key: str
+    event_epoch: float
+    source: SourceRef
+
+
+StageMessage = ParcelMessage | OutcomeMessage
+Forward = tuple[bytes, StageMessage]  # (next stage's key, message)
 
 
 def no_ctx(_i: int) -> AbstractContextManager[Any]:
@@ -47,18 +74,8 @@ class JoinResult:
     dead: list[tuple[Incoming, RecordError]] = field(default_factory=list)
     newest: float = 0.0  # the latest event time joined: stream time, for expiry
     # per bill joined: (index of its last record, the bill as written, newest revision)
-    joined: dict[str, tuple[int, dict[str, Any], int]] = field(default_factory=dict)
+    joined: dict[str, tuple[int, Bill, int]] = field(default_factory=dict)
     replays: int = 0  # records already joined and passed on before a crash
-
-
-def _parties(view: ParcelView | dict[str, Any]) -> tuple[str, str]:
-    rec = view.get("entry") or view.get("manifest")
-    assert rec is not None
-    s, c = rec["shipper"], rec["consignee"]
-    return (
-        history.shipper_key(s["name"], s["country"]),
-        history.consignee_key(c["address"], c.get("zip")),
-    )
 
 
 def join_batch(
@@ -86,14 +103,14 @@ def join_batch(
                         )
                     )
                     continue
-                shipper, consignee = _parties(view_of(bill, hawb))
-                msg = {
-                    "t": "outcome",
+                shipper, consignee = parcel.keys(view_of(bill, hawb))
+                msg: StageMessage = {
+                    "kind": "outcome",
                     "hawb": hawb,
                     "outcome": rec["outcome"],
-                    "shipper": shipper,
-                    "consignee": consignee,
-                    "time": epoch(rec["event_time"]),
+                    "shipper_key": shipper,
+                    "consignee_key": consignee,
+                    "event_epoch": epoch(rec["event_time"]),
                     "source": item.source.as_dict(),
                 }
             else:
@@ -108,23 +125,21 @@ def join_batch(
                 res.joined[hawb] = (i, bill, newest)
                 res.newest = max(res.newest, bill["last_seen"])
                 bills[hawb] = bill
-                shipper, consignee = _parties(view)
+                shipper, consignee = parcel.keys(view)
                 msg = {
-                    "t": "parcel",
-                    "view": dict(view),
+                    "kind": "parcel",
+                    "view": view,
                     "revision": revision,
-                    "shipper": shipper,
-                    "consignee": consignee,
-                    "time": epoch(rec["event_time"]),
+                    "shipper_key": shipper,
+                    "consignee_key": consignee,
+                    "event_epoch": epoch(rec["event_time"]),
                     "source": source,
                 }
         res.forward.append((consignee.encode(), msg))
     return res
 
 
-def record_forwarded(
-    joined: dict[str, tuple[int, dict[str, Any], int]], bills: Table, ctx: Ctx
-) -> None:
+def record_forwarded(joined: dict[str, tuple[int, Bill, int]], bills: Table, ctx: Ctx) -> None:
     """After the next stage acknowledged a batch's parcels: note it in their bills (the
     bills as the join wrote them, not read again)."""
     for hawb, (i, bill, revision) in joined.items():
@@ -132,20 +147,20 @@ def record_forwarded(
             bills[hawb] = mark_forwarded(bill, revision)
 
 
-def _event(m: dict[str, Any]) -> str:
+def _event(m: StageMessage) -> str:
     """What a stage message counts, named so that its replay is recognised."""
-    if m["t"] == "parcel":
+    if m["kind"] == "parcel":
         return f"parcel:{m['view']['hawb']}"
     return f"{m['outcome']}:{m['hawb']}"
 
 
 def _enrich(
-    msgs: Sequence[dict[str, Any]],
+    msgs: Sequence[StageMessage],
     table: Table,
-    entity: str,
+    entity: Literal["shipper_key", "consignee_key"],
     ctx: Ctx,
-    attach: Callable[[dict[str, Any], Any], None],
-    observe: Callable[[dict[str, Any], Any], dict[str, Any]],
+    attach: Callable[[ParcelMessage, Any], None],
+    observe: Callable[[ParcelMessage, Any], dict[str, Any]],
 ) -> None:
     """One history stage: per message, attach the entity's history, then count the message.
 
@@ -157,97 +172,90 @@ def _enrich(
         key = m[entity]
         with ctx(i):
             state = table.get(key)
-            parcel = m["t"] == "parcel"
-            if parcel:
+            if m["kind"] == "parcel":
                 attach(m, state)
                 if m["revision"] != 1:
                     continue
             event = _event(m)
             if history.replayed(state, event):
                 continue
-            new = observe(m, state) if parcel else history.observe_outcome(state, m["outcome"])
+            if m["kind"] == "parcel":
+                new = observe(m, state)
+            else:
+                new = history.observe_outcome(state, m["outcome"])
             table[key] = history.remember(new, event)
 
 
 def consignee_batch(
-    msgs: Sequence[dict[str, Any]], consignees: Table, ctx: Ctx = no_ctx
+    msgs: Sequence[StageMessage], consignees: Table, ctx: Ctx = no_ctx
 ) -> list[Forward]:
     """Stage 2 (keyed by consignee address): attach and update the consignee's history."""
 
-    def attach(m: dict[str, Any], state: Any) -> None:
-        m["view"]["consignee_history"] = history.consignee_features(state, m["time"])
+    def attach(m: ParcelMessage, state: Any) -> None:
+        m["view"]["consignee_history"] = history.consignee_features(state, m["event_epoch"])
 
-    def observe(m: dict[str, Any], state: Any) -> dict[str, Any]:
-        return history.observe_consignee_parcel(state, m["shipper"], m["time"])
+    def observe(m: ParcelMessage, state: Any) -> dict[str, Any]:
+        return history.observe_consignee_parcel(state, m["shipper_key"], m["event_epoch"])
 
-    _enrich(msgs, consignees, "consignee", ctx, attach, observe)
-    return [(m["shipper"].encode(), m) for m in msgs]
-
-
-def _value(view: dict[str, Any]) -> float:
-    if view.get("entry"):
-        return entry_value(view["entry"])
-    return float(view["manifest"]["declared_value"]) if view.get("manifest") else float("nan")
-
-
-def _vague(view: dict[str, Any]) -> bool:
-    rec = view.get("manifest") or view.get("entry")
-    desc = rec["description"] if "description" in rec else rec["lines"][0]["description"]
-    words = set(desc.lower().split())
-    return bool(words & VAGUE_TERMS) and len(words) <= 3
+    _enrich(msgs, consignees, "consignee_key", ctx, attach, observe)
+    return [(m["shipper_key"].encode(), m) for m in msgs]
 
 
 def shipper_batch(
-    msgs: Sequence[dict[str, Any]], shippers: Table, ctx: Ctx = no_ctx
-) -> list[dict[str, Any]]:
+    msgs: Sequence[StageMessage], shippers: Table, ctx: Ctx = no_ctx
+) -> list[ParcelMessage]:
     """Stage 3 (keyed by shipper): attach and update the shipper's history; parcels out."""
 
-    def attach(m: dict[str, Any], state: Any) -> None:
-        m["view"]["shipper_history"] = history.shipper_features(state, m["time"])
+    def attach(m: ParcelMessage, state: Any) -> None:
+        m["view"]["shipper_history"] = history.shipper_features(state, m["event_epoch"])
 
-    def observe(m: dict[str, Any], state: Any) -> dict[str, Any]:
+    def observe(m: ParcelMessage, state: Any) -> dict[str, Any]:
         return history.observe_shipper_parcel(
-            state, _value(m["view"]), m["consignee"], _vague(m["view"]), m["time"]
+            state, m["view"], m["consignee_key"], m["event_epoch"]
         )
 
-    _enrich(msgs, shippers, "shipper", ctx, attach, observe)
-    return [m for m in msgs if m["t"] == "parcel"]
+    _enrich(msgs, shippers, "shipper_key", ctx, attach, observe)
+    return [m for m in msgs if m["kind"] == "parcel"]
 
 
 @dataclass
 class ScoreResult:
-    out: list[Outgoing]
+    decisions: list[Decision]
+    holds: list[Hold]
     flagged: list[tuple[int, str, str]]  # (index in batch, category, action)
-    event_times: list[str]
     rule_hits: list[str] = field(default_factory=list)
+
+    @property
+    def event_times(self) -> list[str]:
+        return [d["event_time"] for d in self.decisions]
 
 
 def score_batch(
-    parcels: Sequence[dict[str, Any]],
+    parcels: Sequence[ParcelMessage],
     scorer: Scorer,
     pseudonym_key: bytes,
     rules: RuleSet | None = None,
     cap: HoldCap | None = None,
 ) -> ScoreResult:
     """Features, model, rules, reasons and the output records for enriched parcels."""
-    views = [ParcelView(**p["view"]) for p in parcels]  # type: ignore[typeddict-item]
+    views = [p["view"] for p in parcels]
     scored = scorer.score(views)
     matches = [(rules or RuleSet()).evaluate(v, scored.features[i]) for i, v in enumerate(views)]
     actions, categories = merge(scored.actions, scored.categories, matches)
     if cap is not None:
         for i, (a, c) in enumerate(zip(actions, categories, strict=True)):
             forced = any(m.action == "hold" for m in matches[i])
-            if a == "hold" and not forced and not cap.admit(c, int(parcels[i]["time"] // 3600)):  # type: ignore[arg-type]
+            hour = int(parcels[i]["event_epoch"] // 3600)
+            if a == "hold" and c is not None and not forced and not cap.admit(c, hour):
                 actions[i] = "review"
     scored = replace(scored, actions=actions, categories=categories)
     reasons = scorer.reasons(views, scored)
     for i, ms in enumerate(matches):
         if ms:
             reasons[i] = [m.reason for m in ms] + reasons.get(i, [])
-    sources = [Source(**p["source"], key=None) for p in parcels]
-    out = decisions_and_holds(
+    decisions, holds = decisions_and_holds(
         views,
-        sources,
+        [p["source"] for p in parcels],
         [p["revision"] for p in parcels],
         scored,
         reasons,
@@ -256,26 +264,27 @@ def score_batch(
         [[m.rule for m in ms] for ms in matches],
     )
     flagged = [
-        (i, c, a) for i, (c, a) in enumerate(zip(categories, actions, strict=True)) if a is not None
+        (i, c, a)
+        for i, (c, a) in enumerate(zip(categories, actions, strict=True))
+        if a is not None and c is not None
     ]
-    times = [(v.get("entry") or v.get("manifest"))["event_time"] for v in views]  # type: ignore[index]
     hits = [m.rule for ms in matches for m in ms]
-    return ScoreResult(out, flagged, times, hits)  # type: ignore[arg-type]
+    return ScoreResult(decisions, holds, flagged, hits)
 
 
-def _decided(parcel: dict[str, Any]) -> str:
-    return f"decided:{Source.ident(parcel['source'])}"
+def _decided(p: ParcelMessage) -> str:
+    return f"decided:{Source.ident(p['source'])}"
 
 
-def _by_shipper(parcels: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
+def _by_shipper(parcels: Sequence[ParcelMessage]) -> dict[str, list[int]]:
     """Indexes of a batch's parcels per shipper: one table read and write per shipper."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(parcels):
-        groups[p["shipper"]].append(i)
+        groups[p["shipper_key"]].append(i)
     return groups
 
 
-def undecided(parcels: Sequence[dict[str, Any]], shippers: Table, ctx: Ctx = no_ctx) -> list[int]:
+def undecided(parcels: Sequence[ParcelMessage], shippers: Table, ctx: Ctx = no_ctx) -> list[int]:
     """Indexes of the parcels whose decision is not known to be published.
 
     `record_decisions` remembers a decision only after the broker acknowledged it, so
@@ -291,7 +300,7 @@ def undecided(parcels: Sequence[dict[str, Any]], shippers: Table, ctx: Ctx = no_
 
 
 def record_decisions(
-    parcels: Sequence[dict[str, Any]],
+    parcels: Sequence[ParcelMessage],
     flagged: Sequence[tuple[int, str, str]],
     shippers: Table,
     ctx: Ctx = no_ctx,
@@ -309,7 +318,3 @@ def record_decisions(
                     state = history.remember(history.observe_hold(state), event)
                 state = history.remember(state, _decided(p))
             shippers[key] = state
-
-
-def dead_letters(dead: Sequence[tuple[Incoming, RecordError]]) -> list[Outgoing]:
-    return [dead_letter(item.source, item.raw, err) for item, err in dead]
