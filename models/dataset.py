@@ -43,18 +43,20 @@ class LabelledSet:
         return len(self.ids)
 
     def subset(self, idx: np.ndarray) -> LabelledSet:
+        """The rows at `idx`, with every column: parcel views or served feature vectors."""
         return LabelledSet(
-            [self.ids[i] for i in idx],
-            [self.views[i] for i in idx],
-            self.Y[idx],
-            self.times[idx],
-            self.values[idx],
-            self.source,
+            ids=[self.ids[i] for i in idx],
+            views=[self.views[i] for i in idx] if self.views else [],
+            Y=self.Y[idx],
+            times=self.times[idx],
+            values=self.values[idx],
+            final=self.final[idx],
+            source=self.source,
+            X=None if self.X is None else self.X[idx],
+            model_versions=(
+                None if self.model_versions is None else [self.model_versions[i] for i in idx]
+            ),
         )
-
-
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts).timestamp()
 
 
 def from_rows(rows: Iterable[dict], source: str) -> LabelledSet:

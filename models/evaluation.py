@@ -9,10 +9,16 @@ error are secondary.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
+
+from models.dataset import LabelledSet
+from models.features import build_features
+from models.records import CATEGORIES
+from models.registry import Artifact
 
 TOP_PERCENTS = (1, 2, 5, 10)
 
@@ -63,3 +69,20 @@ def evaluate_scores(
 ) -> dict[str, dict[str, Any]]:
     """Per-label metrics for a (n, n_labels) score matrix."""
     return {lab: label_metrics(Y[:, j], scores[:, j], values) for j, lab in enumerate(labels)}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    data: LabelledSet  # the rows measured: each bill's last revision
+    scores: np.ndarray  # (n, n_labels)
+    metrics: dict[str, dict[str, Any]]
+
+
+def evaluate_model(artifact: Artifact, ds: LabelledSet) -> Evaluation:
+    """A model on labelled data, one row per bill (its last, fullest revision). Served
+    feature vectors (exported decisions) are scored as they are; parcel views get the
+    artifact's own features."""
+    ds = ds.subset(np.flatnonzero(ds.final))
+    X = ds.X if ds.X is not None else build_features(ds.views, artifact.references)
+    scores = artifact.model.predict_proba(X)
+    return Evaluation(ds, scores, evaluate_scores(ds.Y, scores, ds.values, CATEGORIES))

@@ -1,9 +1,10 @@
 """The risk model: one calibrated gradient-boosting classifier per risk label.
 
-A scikit-learn estimator (parameters in the constructor, `fit` / `predict_proba`). Rows must
-be given in time order: the last `calibration_fraction` of them calibrates the probabilities
-(isotonic), so calibration is measured on later data than the trees were fitted on, as in
-production.
+A scikit-learn estimator (parameters in the constructor and untouched by `fit`, fitted
+attributes ending in `_`, `fit` / `predict_proba`), so `clone`, `get_params` and skops work
+on it as on any estimator. Rows must be given in time order: the last
+`calibration_fraction` of them calibrates the probabilities (isotonic), so calibration is
+measured on later data than the trees were fitted on, as in production.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from models.records import CATEGORIES
 
 
 class ParcelRiskModel(BaseEstimator):
@@ -21,7 +25,7 @@ class ParcelRiskModel(BaseEstimator):
 
     def __init__(
         self,
-        labels: Sequence[str] = ("fentanyl", "counterfeit", "undervaluation"),
+        labels: Sequence[str] = CATEGORIES,
         categorical_features: Sequence[int] = (),
         max_iter: int = 300,
         learning_rate: float = 0.06,
@@ -43,6 +47,7 @@ class ParcelRiskModel(BaseEstimator):
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> ParcelRiskModel:
         """X: (n, n_features) in time order; Y: (n, n_labels) of 0/1."""
+        X = validate_data(self, X, ensure_all_finite=False)  # NaN is a missing value
         Y = np.asarray(Y)
         if Y.ndim != 2 or Y.shape[1] != len(self.labels):
             raise ValueError(f"Y must have one column per label {tuple(self.labels)}")
@@ -76,7 +81,6 @@ class ParcelRiskModel(BaseEstimator):
             iso.fit(raw, Y[cut:, j])
             self.estimators_.append(clf)
             self.calibrators_.append(iso)
-        self.n_features_in_ = X.shape[1]
         return self
 
     def _fill(self, X: np.ndarray) -> np.ndarray:
@@ -87,12 +91,17 @@ class ParcelRiskModel(BaseEstimator):
         return X
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(n, n_labels) calibrated probabilities; NotFittedError before `fit`, ValueError
+        for rows with another feature count than the model was fitted on."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, ensure_all_finite=False, ensure_min_samples=0)
         X = self._fill(X)
-        out = np.empty((len(X), len(self.estimators_)), dtype=np.float64)
+        out = np.zeros((len(X), len(self.estimators_)), dtype=np.float64)
+        if not len(X):
+            return out  # an empty batch (the trees refuse one)
         for j, (clf, iso) in enumerate(zip(self.estimators_, self.calibrators_, strict=True)):
             if clf is None or iso is None:
-                out[:, j] = 0.0
-                continue
+                continue  # a label the training data never showed: 0
             raw = clf.predict_proba(X)[:, 1]
             # isotonic steps tie many parcels; a sliver of the raw score keeps the ranking
             out[:, j] = np.clip(iso.predict(raw) + 1e-6 * raw, 0.0, 1.0)

@@ -123,3 +123,9 @@ def load(model_dir: Path, version: str | None = None) -> Artifact:
         feature_medians=[float("nan") if m is None else m for m in meta["feature_medians"]],
         meta=meta,
     )
+
+
+def load_named(name: str, model_dir: Path) -> Artifact:
+    """An artifact named as a person names one: a version in `model_dir`, or a folder."""
+    path = Path(name)
+    return load(path.parent, path.name) if path.is_dir() else load(model_dir, name)

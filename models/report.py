@@ -19,7 +19,10 @@ import numpy as np
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve
 
-from models.evaluation import TOP_PERCENTS, at_top
+from models.dataset import LabelledSet
+from models.evaluation import TOP_PERCENTS, Evaluation, at_top, evaluate_model
+from models.records import CATEGORIES
+from models.registry import Artifact
 
 
 def _pr_plot(Y: np.ndarray, S: np.ndarray, labels: Sequence[str], path: Path) -> None:
@@ -137,3 +140,22 @@ def write_report(
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def evaluate(artifact: Artifact, ds: LabelledSet, out: Path) -> tuple[Evaluation, Path]:
+    """`parcel-risk evaluate`: measure the model on the data, write the report to `out`."""
+    result = evaluate_model(artifact, ds)
+    path = write_report(
+        out,
+        f"Evaluation of {artifact.version}",
+        result.metrics,
+        result.data.Y,
+        result.scores,
+        result.data.values,
+        CATEGORIES,
+        notes=[
+            f"Data: {ds.source} ({len(result.data):,} parcels).",
+            f"Trained on: {artifact.meta['data']['source']}.",
+        ],
+    )
+    return result, path

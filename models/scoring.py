@@ -65,7 +65,7 @@ class Scorer:
 
     def score(self, views: Sequence[ParcelView]) -> Scored:
         X = build_features(views, self.artifact.references)
-        scores = self.artifact.model.predict_proba(X) if len(X) else np.empty((0, 3))
+        scores = self.artifact.model.predict_proba(X)
         actions, categories = decide(scores, self.thresholds)
         return Scored(X, scores, actions, categories)
 

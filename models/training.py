@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.dataset import LabelledSet
+from models.dataset import LabelledSet, from_generator
 from models.evaluation import evaluate_scores
 from models.features import CATEGORICAL, FEATURES, INDEX, References, build_features
+from models.mapping import load_data
 from models.model import ParcelRiskModel
 from models.records import CATEGORIES
-from models.registry import save
+from models.registry import ArtifactError, load, save
+from models.synthetic import GeneratorConfig
 
 
 @dataclass(frozen=True)
@@ -125,3 +128,32 @@ def train_and_save(
 ) -> tuple[str, dict[str, Any]]:
     model, meta = train(ds, cfg, served_refs)
     return save(out, model, meta), meta
+
+
+def served_references(ds: LabelledSet, model_dir: Path) -> References | None:
+    """The references of the model that served exported rows (the one most of them name),
+    or None for rows of parcel views, which get features of their own."""
+    if ds.X is None or not ds.model_versions:
+        return None
+    served = Counter(ds.model_versions).most_common(1)[0][0]
+    try:
+        return load(model_dir, served).references
+    except ArtifactError as exc:
+        raise ValueError(f"the data was scored by {served}: {exc}") from None
+
+
+def run(
+    data: Path | None,
+    mapping: Path | None,
+    out: Path,
+    model_dir: Path,
+    cfg: TrainConfig,
+    synthetic: int = 100_000,
+) -> tuple[str, dict[str, Any]]:
+    """`parcel-risk train`: a labelled file (or `synthetic` generated parcels) -> a saved
+    artifact in `out`; returns its version and meta. ValueError says what is wrong."""
+    if data is not None:
+        ds = load_data(data, mapping)
+    else:
+        ds = from_generator(GeneratorConfig(seed=cfg.seed), synthetic)
+    return train_and_save(ds, out, cfg, served_references(ds, model_dir))

@@ -17,8 +17,12 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:  # the CLI imports what a command needs when it runs: a fast start
+    from models.synthetic import GeneratorConfig
 
 from streams.security import connection
 from streams.settings import ROOT, Settings, from_env
@@ -124,7 +128,7 @@ def cmd_topics(a: argparse.Namespace) -> int:
     return 0
 
 
-def _gen_config(a: argparse.Namespace) -> object:
+def _gen_config(a: argparse.Namespace) -> GeneratorConfig:
     from models.synthetic import GeneratorConfig
 
     start = datetime.now(UTC) if a.rate else GeneratorConfig.start
@@ -149,7 +153,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     if a.dataset:
         from models.dataset import generated_rows, write_jsonl
 
-        n = write_jsonl(generated_rows(config, a.count), Path(a.dataset))  # type: ignore[arg-type]
+        n = write_jsonl(generated_rows(config, a.count), Path(a.dataset))
         err.print(f"wrote {n:,} labelled parcels to {a.dataset}")
         return 0
     from streams.feed import feed
@@ -164,7 +168,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
                 s,
                 config,
                 a.count,
-                a.rate,  # type: ignore[arg-type]
+                a.rate,
                 Path(a.labels) if a.labels else None,
                 progress=lambda n: bar.update(task, completed=n),
             )
@@ -177,110 +181,52 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _load_data(path: Path, mapping: str | None) -> object:
-    """Our labelled JSONL, or another schema's table through a mapping file."""
-    if mapping:
-        from models.mapping import load_mapped
-
-        return load_mapped(path, Path(mapping))
-    from models.dataset import read_jsonl
-
-    return read_jsonl(path)
-
-
 def cmd_train(a: argparse.Namespace) -> int:
-    from models.dataset import from_generator
-    from models.synthetic import GeneratorConfig
-    from models.training import TrainConfig, train_and_save
+    from models import training
+    from models.registry import versions
 
     s = _settings(a)
     out_dir = Path(a.out) if a.out else s.model_dir
-    if a.if_missing and any(out_dir.glob("*/meta.json")):
+    if a.if_missing and versions(out_dir):
         err.print(f"a model already exists in {out_dir}; not training")
         return 0
-    started = time.monotonic()
-    if a.data:
-        path = Path(a.data)
-        if not path.exists():
-            err.print(f"[red]error:[/] no such file: {path}")
-            return 2
-        try:
-            ds = _load_data(path, a.mapping)
-        except ValueError as exc:
-            err.print(f"[red]error:[/] {exc}")
-            return 2
-    else:
+    if not a.data:
         err.print(f"no --data: training on {a.synthetic:,} synthetic parcels (seed {a.seed})")
-        ds = from_generator(GeneratorConfig(seed=a.seed), a.synthetic)
-    served_refs = None
-    if ds.X is not None and ds.model_versions:
-        from collections import Counter
-
-        from models.registry import ArtifactError, load
-
-        served = Counter(ds.model_versions).most_common(1)[0][0]
-        try:
-            served_refs = load(s.model_dir, served).references
-        except ArtifactError as exc:
-            err.print(f"[red]error:[/] the data was scored by {served}: {exc}")
-            return 2
+    started = time.monotonic()
     try:
-        version, meta = train_and_save(ds, out_dir, TrainConfig(seed=a.seed), served_refs)
+        version, meta = training.run(
+            Path(a.data) if a.data else None,
+            Path(a.mapping) if a.mapping else None,
+            out_dir,
+            s.model_dir,
+            training.TrainConfig(seed=a.seed),
+            a.synthetic,
+        )
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
-    err.print(f"trained {version} on {len(ds):,} parcels in {time.monotonic() - started:.0f}s")
+    rows = meta["data"]["rows"]
+    err.print(f"trained {version} on {rows:,} parcels in {time.monotonic() - started:.0f}s")
     _print_metrics(meta["test_metrics"])
     out.print(version)
     return 0
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    import numpy as np
-
-    from models.evaluation import evaluate_scores
-    from models.features import build_features
-    from models.records import CATEGORIES
-    from models.registry import ArtifactError, load
-    from models.report import write_report
+    from models import report
+    from models.mapping import load_data
+    from models.registry import ArtifactError, load_named
 
     s = _settings(a)
-    model_path = Path(a.model)
-    folder, version = (
-        (model_path.parent, model_path.name) if model_path.is_dir() else (s.model_dir, a.model)
-    )
     try:
-        artifact = load(folder, version)
-    except ArtifactError as exc:
+        artifact = load_named(a.model, s.model_dir)
+        ds = load_data(Path(a.data), Path(a.mapping) if a.mapping else None)
+    except (ArtifactError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
-    if not Path(a.data).exists():
-        err.print(f"[red]error:[/] no such file: {a.data}")
-        return 2
-    try:
-        ds = _load_data(Path(a.data), a.mapping)
-    except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        return 2
-    ds = ds.subset(np.flatnonzero(ds.final))  # one row per bill: its last revision
-    X = ds.X if ds.X is not None else build_features(ds.views, artifact.references)
-    scores = artifact.model.predict_proba(X)
-    metrics = evaluate_scores(ds.Y, scores, ds.values, CATEGORIES)
-    _print_metrics(metrics)
-    report = write_report(
-        Path(a.out),
-        f"Evaluation of {artifact.version}",
-        metrics,
-        ds.Y,
-        scores,
-        ds.values,
-        CATEGORIES,
-        notes=[
-            f"Data: {a.data} ({len(ds):,} parcels).",
-            f"Trained on: {artifact.meta['data']['source']}.",
-        ],
-    )
-    err.print(f"report: {report}")
+    result, path = report.evaluate(artifact, ds, Path(a.out))
+    _print_metrics(result.metrics)
+    err.print(f"report: {path}")
     return 0
 
 

@@ -1,0 +1,59 @@
+"""Evaluating exported decisions (served feature vectors), as `parcel-risk evaluate` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from models.dataset import read_jsonl, write_jsonl
+from models.evaluation import evaluate_model
+from models.outputs import Source
+from models.pipeline import Incoming, consignee_batch, join_batch, score_batch, shipper_batch
+from models.records import MAX_RECORD_BYTES
+from models.registry import load, versions
+from models.scoring import Scorer
+from models.synthetic import GeneratorConfig, TrafficGenerator
+from streams.cli import main
+from streams.export import labelled_rows
+
+
+def _exported(model_dir: Path, path: Path) -> list[dict]:
+    """Synthetic traffic through the worker's stages and model, exported as `export` does:
+    decisions joined with dispositions, one row per revision."""
+    gen = TrafficGenerator(GeneratorConfig(seed=11))
+    batch = [
+        Incoming(ev.kind, Source(f"parcels.{ev.kind}", 0, n), ev.value)
+        for n, ev in enumerate(gen.events(1500))
+    ]
+    joined = join_batch(batch, {}, MAX_RECORD_BYTES)
+    staged = consignee_batch([m for _, m in joined.forward], {})
+    parcels = shipper_batch([m for _, m in staged], {})
+    decisions = score_batch(parcels, Scorer(load(model_dir)), b"key").decisions
+    seized = [
+        {"hawb": lab.hawb, "outcome": "seized_ipr"} for lab in gen.labels() if lab.counterfeit
+    ]
+    rows = list(labelled_rows(list(decisions), seized))
+    write_jsonl(rows, path)
+    return rows
+
+
+def test_exported_decisions_evaluate_one_row_per_bill(model_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "export.jsonl"
+    rows = _exported(model_dir, data)
+    bills = {r["hawb"] for r in rows}
+    assert len(rows) > len(bills)  # rescored bills: more revisions than bills
+    ds = read_jsonl(data)
+    result = evaluate_model(load(model_dir), ds)
+    assert len(result.data) == len(bills) == result.scores.shape[0]
+    assert result.data.X is not None and result.data.X.shape == (len(bills), ds.X.shape[1])
+    assert result.data.model_versions == [rows[0]["model_version"]] * len(bills)
+    final = np.flatnonzero(ds.final)
+    np.testing.assert_array_equal(result.data.X, ds.X[final])  # the served vectors, as served
+    assert result.metrics["counterfeit"]["positives"] > 0
+
+    (version,) = versions(model_dir)
+    report = tmp_path / "report"
+    args = ["--model-dir", str(model_dir), "evaluate", "--model", version, "--data", str(data)]
+    assert main([*args, "--out", str(report)]) == 0
+    assert f"({len(bills):,} parcels)" in (report / "report.md").read_text()
