@@ -54,6 +54,7 @@ run: model
 ## make test: unit tests, then integration tests against the real local broker
 test: setup tools promtool $(SCHEMAS)
 	$(BIN)/ruff check streams models tests benchmarks deploy
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
 unit: setup
@@ -76,6 +77,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check streams models tests benchmarks deploy
+	$(BIN)/mypy
 
 kafka-start: setup
 	$(PYTHON) deploy/kafka/broker.py start

@@ -87,7 +87,7 @@ async def _consumer(s: Settings) -> AIOKafkaConsumer:
 
 
 async def _partitions(c: AIOKafkaConsumer, topics: Sequence[str]) -> list[TopicPartition]:
-    tps = []
+    tps: list[TopicPartition] = []
     for t in topics:
         parts = c.partitions_for_topic(t)
         if parts is None:
@@ -131,7 +131,8 @@ async def times(s: Settings, topic: str) -> tuple[float, float]:
     try:
         tps = await _partitions(c, [topic])
         ends = await c.end_offsets(tps)
-        firsts, lasts = [], []
+        firsts: list[float] = []
+        lasts: list[float] = []
         for tp in tps:
             if not ends[tp]:
                 continue

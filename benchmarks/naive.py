@@ -10,12 +10,13 @@ no reasons), so the ratio against it is, if anything, flattering to the naive ag
 from __future__ import annotations
 
 from collections.abc import AsyncIterable
+from typing import Any
 
 import faust
 import orjson
 from faust.types import EventT
 
-from models.features import ParcelView
+from models.parcel import ParcelView
 from models.records import RecordError, decode
 from models.registry import load
 from models.scoring import Scorer
@@ -37,7 +38,7 @@ def create_app(s: Settings, scorer: Scorer) -> faust.App:
         autodiscover=False,
     )
     kinds = {s.topic("manifest_topic"): "manifest", s.topic("entries_topic"): "entry"}
-    raw = {
+    raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,
         "key_serializer": "raw",
@@ -48,13 +49,18 @@ def create_app(s: Settings, scorer: Scorer) -> faust.App:
 
     @app.agent(inputs)
     async def score(stream: AsyncIterable[EventT]) -> None:
+        # events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for ev in stream.events():  # type: ignore[attr-defined]
             kind = kinds[ev.message.topic]
             try:
                 rec = decode(kind, ev.message.value, s.max_record_bytes)
             except RecordError:
                 continue
-            view = ParcelView(hawb=rec["hawb"], **{kind: rec})  # type: ignore[typeddict-item]
+            view = ParcelView(
+                hawb=rec["hawb"],
+                manifest=rec if kind == "manifest" else None,
+                entry=rec if kind == "entry" else None,
+            )
             scored = scorer.score([view])
             value = {"hawb": rec["hawb"], "scores": scored.scores[0].tolist()}
             await out.send(key=ev.message.key, value=orjson.dumps(value))

@@ -21,7 +21,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ async def produce(s: Settings, n: int) -> None:
         await p.stop()
 
 
-async def _decisions(s: Settings, reset: str, timeout: float) -> AsyncIterator[Any]:
+async def _decisions(s: Settings, reset: str, timeout: float) -> AsyncGenerator[Any]:
     """Messages on the decisions topic (from the start or from now) until `timeout`."""
     c = AIOKafkaConsumer(
         s.topic("decisions_topic"),

@@ -51,7 +51,7 @@ def _add_distinct(state: dict[str, Any], field: str, key: str) -> None:
 
 def replayed(state: Mapping[str, Any] | None, event: str) -> bool:
     """Was this event (e.g. 'parcel:HAWB') already counted in this entity's history?"""
-    return bool(state) and _short(event, _EVENT_BYTES) in state.get("recent", ())
+    return state is not None and _short(event, _EVENT_BYTES) in state.get("recent", ())
 
 
 def remember(state: dict[str, Any], event: str) -> dict[str, Any]:
@@ -152,7 +152,7 @@ def consignee_features(state: Mapping[str, Any] | None, now: float) -> dict[str,
 def observe_consignee_parcel(
     state: dict[str, Any] | None, shipper: str, now: float
 ) -> dict[str, Any]:
-    s = dict(state) if state else {"parcels": 0, "today": 0, "day": int(now // DAY)}
+    s: dict[str, Any] = dict(state) if state else {"parcels": 0, "today": 0, "day": int(now // DAY)}
     day = int(now // DAY)
     if s.get("day") != day:
         s["day"], s["today"] = day, 0

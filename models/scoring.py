@@ -74,7 +74,7 @@ class Scorer:
         rows = [i for i, a in enumerate(scored.actions) if a is not None]
         if not rows:
             return {}
-        label_idx = [CATEGORIES.index(scored.categories[i]) for i in rows]  # type: ignore[arg-type]
+        label_idx = [CATEGORIES.index(scored.categories[i]) for i in rows]
         texts = explain(
             self.artifact.model,
             [views[i] for i in rows],

@@ -370,10 +370,10 @@ class TrafficGenerator:
         wmed = np.array([CHAPTERS[c[:2]][1] for c in self.codes])
         self.vpk = base * rng.lognormal(0.0, 0.5, len(self.codes))  # heading-level spread
         self.wmed = wmed * rng.lognormal(0.0, 0.3, len(self.codes))
-        self.by_chapter: dict[str, np.ndarray] = {}
+        by_chapter: dict[str, list[int]] = {}
         for i, c in enumerate(self.codes):
-            self.by_chapter.setdefault(c[:2], []).append(i)  # type: ignore[attr-defined]
-        self.by_chapter = {k: np.array(v) for k, v in self.by_chapter.items()}
+            by_chapter.setdefault(c[:2], []).append(i)
+        self.by_chapter = {k: np.array(v) for k, v in by_chapter.items()}
         self.counterfeit_idx = np.array(
             [self.code_index[c] for c in COUNTERFEIT_CODES if c in self.code_index]
         )
@@ -708,7 +708,7 @@ class TrafficGenerator:
             }
             for k, sh in enumerate(shares)
         ]
-        entry = {
+        entry: dict[str, Any] = {
             "schema_version": 1,
             "event_time": t.isoformat(),
             "entry_number": filer + serial + str(entry_check_digit(filer, serial)),
@@ -727,7 +727,7 @@ class TrafficGenerator:
             entry["seller"] = shipper["name"]
             entry["listing_url"] = (
                 f"https://{entry['marketplace'].split()[0].lower()}"
-                f".example/item/{int(rng.integers(1e6, 1e9))}"
+                f".example/item/{int(rng.integers(1_000_000, 1_000_000_000))}"
             )
         if rng.random() < 0.15:  # Section 321 data pilot: where it finally goes
             reship = f"{int(rng.integers(1, 9999))} {_pick(rng, STREETS)} Ave, Unit 9"
@@ -797,11 +797,11 @@ def corrupt(kind: str, value: bytes, rng: np.random.Generator) -> tuple[bytes, s
         del rec["hawb"]
         return orjson.dumps(rec), "hawb"
     if how in (3, 4, 5, 6):  # one field broken: on the manifest, or an entry's first line
-        field, value, line_field, line_value = _FIELD_BREAKS[how - 3]
+        field, bad, line_field, line_bad = _FIELD_BREAKS[how - 3]
         if line:
-            rec["lines"][0][line_field] = line_value
+            rec["lines"][0][line_field] = line_bad
             return orjson.dumps(rec), line
-        rec[field] = value
+        rec[field] = bad
         return orjson.dumps(rec), field
     if how == 7:
         mawb = rec["mawb"]

@@ -44,6 +44,7 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
         autodiscover=False,
     )
     _serve_metrics(app)
+    # the app carries its tables (monitoring, tests); faust.App declares no such attribute
     app.tables_ = agents.register(app, s, server)  # type: ignore[attr-defined]
     monitoring.register(app, app.tables_)  # type: ignore[attr-defined]
     return app
@@ -58,4 +59,6 @@ def _serve_metrics(app: faust.App) -> None:
     @app.page("/metrics")
     async def exposition(self: web.View, request: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)
+        # aiohttp's Response, which Faust's web server returns as is; Faust types views
+        # with its own wrapper class
         return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})  # type: ignore[return-value]

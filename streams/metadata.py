@@ -26,4 +26,4 @@ async def wait_on_metadata(self: AIOKafkaClient, topic: str) -> Any:
 
 def install() -> None:
     """Patch aiokafka's client (idempotent)."""
-    AIOKafkaClient._wait_on_metadata = wait_on_metadata  # type: ignore[method-assign]
+    AIOKafkaClient._wait_on_metadata = wait_on_metadata

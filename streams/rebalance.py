@@ -47,5 +47,6 @@ def verify_event_path(self: AIOKafkaConsumerThread, now: float, tp: TP) -> None:
 
 def install() -> None:
     """Patch the Faust consumer thread (idempotent)."""
+    # replacing Faust's methods is the point (the module docstring says why)
     AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
     AIOKafkaConsumerThread.verify_event_path = verify_event_path  # type: ignore[method-assign]

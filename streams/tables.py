@@ -48,7 +48,9 @@ class BatchedTable(faust.Table):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._pending: dict[str, tuple[int, Any]] = {}
+        # key -> (partition, value); Faust types the partition optional, but a write inside
+        # an event (in_event) always has one
+        self._pending: dict[str, tuple[int | None, Any]] = {}
         self.reads = 0  # counted here and reported per batch: Faust's per-key sensor
         # calls cost more than the lookups themselves
 
@@ -58,10 +60,10 @@ class BatchedTable(faust.Table):
         return self.data.get(key, default)
 
     def on_key_set(self, key: str, value: Any) -> None:
-        self._pending[key] = (self.partition_for_key(key), value)  # type: ignore[assignment]
+        self._pending[key] = (self.partition_for_key(key), value)
 
     def on_key_del(self, key: str) -> None:
-        self._pending[key] = (self.partition_for_key(key), None)  # type: ignore[assignment]
+        self._pending[key] = (self.partition_for_key(key), None)
 
     async def flush_changelog(self) -> int:
         """Produce the pending writes; record each partition's newest changelog offset."""
@@ -103,9 +105,10 @@ ROCKSDB = {
 
 
 def define(app: faust.App, s: Settings) -> Tables:
-    schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+    schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
 
-    def table(name: str, help_: str) -> faust.Table:
+    def table(name: str, help_: str) -> BatchedTable:
+        # `add` returns the table it is given, typed as Faust's base collection
         return app.tables.add(  # type: ignore[return-value]
             BatchedTable(
                 app,
