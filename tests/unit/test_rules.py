@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from pathlib import Path
 
@@ -154,7 +155,9 @@ def test_hold_cap_per_category_per_hour() -> None:
     assert cap.admit("counterfeit", 1) and cap.admit("fentanyl", 2)
 
 
-def test_reload_takes_good_edits_and_keeps_old_rules_on_bad_ones(tmp_path: Path) -> None:
+def test_reload_takes_good_edits_and_keeps_old_rules_on_bad_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "rules.toml"
     path.write_text(RULES)
     rf = RulesFile(path)
@@ -165,6 +168,9 @@ def test_reload_takes_good_edits_and_keeps_old_rules_on_bad_ones(tmp_path: Path)
     assert "presses-v2" in {r.name for r in rf.rules.rules}
     path.write_text(RULES + '\n[[rule]]\nname = "broken"\naction = "hold"\n')
     os.utime(path, (2e9, 2e9))
-    assert rf.refresh() == "failure"
+    with caplog.at_level(logging.WARNING, logger="models.rules"):
+        assert rf.refresh() == "failure"
     assert "presses-v2" in {r.name for r in rf.rules.rules}
     assert "broken" in rf.last_error
+    (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "the old ones stay" in logged.getMessage() and "broken" in logged.getMessage()
