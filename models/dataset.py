@@ -22,7 +22,7 @@ import orjson
 from models.outputs import Source
 from models.parcel import ParcelView, epoch
 from models.pipeline import Incoming, ParcelMessage, consignee_batch, join_batch, shipper_batch
-from models.records import CATEGORIES, MAX_RECORD_BYTES
+from models.records import CATEGORIES, FINDINGS, MAX_RECORD_BYTES
 from models.synthetic import Event, GeneratorConfig, Label, TrafficGenerator
 
 
@@ -154,7 +154,7 @@ def replay(
             if p["revision"] == 1:
                 risky = [c for c, f in flags.items() if f]
                 if rng.random() < (exam_rate_risky if risky else exam_rate_clean):
-                    outcome = OUTCOME_OF[risky[0]] if risky else "released"
+                    outcome = SEIZURE_OF[risky[0]] if risky else "released"
                     when = t + float(rng.uniform(1.0, 10.0)) * 86_400.0
                     heapq.heappush(pending, (when, n, _disposition(hawb, outcome, when)))
     for i in last_row.values():
@@ -162,11 +162,7 @@ def replay(
     return rows
 
 
-OUTCOME_OF = {
-    "fentanyl": "seized_narcotics",
-    "counterfeit": "seized_ipr",
-    "undervaluation": "undervalued",
-}
+SEIZURE_OF = {category: outcome for outcome, category in FINDINGS.items()}
 
 
 def _disposition(hawb: str, outcome: str, when: float) -> bytes:

@@ -19,18 +19,13 @@ from typing import Any
 
 from models import parcel
 from models.parcel import ParcelView
+from models.records import FINDINGS
 
 DAY = 86_400.0
 MAX_DISTINCT = 200  # distinct counts saturate here; enough to tell 1 from many
 # events remembered per entity: covers what a crashed worker replays (its uncommitted
 # batches) for every entity with fewer than this many events in that window
 RECENT = 32
-
-SEIZURE_FIELDS = {
-    "seized_narcotics": "seized_narcotics",
-    "seized_ipr": "seized_ipr",
-    "undervalued": "undervalued",
-}
 
 
 def _short(key: str, size: int = 4) -> str:
@@ -125,9 +120,8 @@ def observe_hold(state: dict[str, Any] | None) -> dict[str, Any]:
 def observe_outcome(state: dict[str, Any] | None, outcome: str) -> dict[str, Any]:
     """A disposition: seizures raise the risk of the entity's next parcels."""
     s = dict(state) if state else {}
-    field = SEIZURE_FIELDS.get(outcome)
-    if field:
-        s[field] = s.get(field, 0) + 1
+    if outcome in FINDINGS:  # counted under the outcome's own name
+        s[outcome] = s.get(outcome, 0) + 1
         s["seizures"] = s.get("seizures", 0) + 1
     return s
 

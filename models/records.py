@@ -29,6 +29,12 @@ ENTRY_TYPES: Final = frozenset({"86", "11", "01"})
 OUTCOMES: Final = frozenset({"released", "seized_narcotics", "seized_ipr", "undervalued", "other"})
 CATEGORIES: Final = ("fentanyl", "counterfeit", "undervaluation")
 ACTIONS: Final = frozenset({"hold", "review"})
+# the category each seizure outcome confirms (a release or "other" confirms none)
+FINDINGS: Final = {
+    "seized_narcotics": "fentanyl",
+    "seized_ipr": "counterfeit",
+    "undervalued": "undervaluation",
+}
 
 _HAWB = re.compile(r"[A-Z0-9]{1,12}")
 _DIGITS11 = re.compile(r"\d{11}")

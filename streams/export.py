@@ -18,15 +18,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from models.records import CATEGORIES, FINDINGS
 from streams.security import connection
 from streams.settings import Settings
 from streams.topics import partitions
-
-LABEL_OF = {
-    "seized_narcotics": "fentanyl",
-    "seized_ipr": "counterfeit",
-    "undervalued": "undervaluation",
-}
 
 
 async def read_topic(
@@ -83,8 +78,8 @@ def labelled_rows(
     """One row per decision, labelled from the bill's dispositions; latest revision final."""
     outcomes: dict[str, set[str]] = {}
     for d in dispositions:
-        if "hawb" in d and d.get("outcome") in LABEL_OF:
-            outcomes.setdefault(d["hawb"], set()).add(LABEL_OF[d["outcome"]])
+        if "hawb" in d and d.get("outcome") in FINDINGS:
+            outcomes.setdefault(d["hawb"], set()).add(FINDINGS[d["outcome"]])
     examined = {d["hawb"] for d in dispositions if "hawb" in d}
     final: dict[str, int] = {}
     for d in decisions:
@@ -100,7 +95,7 @@ def labelled_rows(
             "features": d["features"],
             "model_version": d["model_version"],
             "examined": hawb in examined,
-            "labels": {c: int(c in positive) for c in LABEL_OF.values()},
+            "labels": {c: int(c in positive) for c in CATEGORIES},
             "value_usd": d.get("declared_value_usd") or 0.0,
         }
 
