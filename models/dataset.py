@@ -5,16 +5,18 @@ The on-disk form is JSON lines, one parcel a line:
  "consignee_history", "labels": {"fentanyl": 0|1, "counterfeit": 0|1, "undervaluation": 0|1},
  "value_usd"}
 `parcel-risk generate --dataset` writes it from synthetic traffic; `parcel-risk export`
-writes it from scored decisions joined with analyst dispositions.
+writes it from scored decisions joined with analyst dispositions (`labelled_rows`), where a
+row carries the served feature vector ("features", "model_version") instead of the view.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -177,6 +179,41 @@ def _disposition(hawb: str, outcome: str, when: float) -> bytes:
             "analyst": "replay",
         }
     )
+
+
+def labelled_rows(
+    decisions: Sequence[Mapping[str, Any]], dispositions: Sequence[Mapping[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """Exported rows: one per decision, labelled from the bill's dispositions, its latest
+    revision final.
+
+    A row carries the feature vector exactly as the worker served it (so retraining has no
+    skew). A seizure marks its category; a release or no exam at all counts as clean: the
+    usual selection bias of customs data (only what was examined can be positive), which
+    the evaluation report shows as the base rate it saw.
+    """
+    outcomes: dict[str, set[str]] = {}
+    for d in dispositions:
+        if "hawb" in d and d.get("outcome") in FINDINGS:
+            outcomes.setdefault(d["hawb"], set()).add(FINDINGS[d["outcome"]])
+    examined = {d["hawb"] for d in dispositions if "hawb" in d}
+    final: dict[str, int] = {}
+    for d in decisions:
+        final[d["hawb"]] = max(final.get(d["hawb"], 0), d.get("revision", 1))
+    for d in decisions:
+        hawb = d["hawb"]
+        positive = outcomes.get(hawb, set())
+        yield {
+            "hawb": hawb,
+            "event_time": d["event_time"],
+            "revision": d.get("revision", 1),
+            "final": d.get("revision", 1) == final[hawb],
+            "features": d["features"],
+            "model_version": d["model_version"],
+            "examined": hawb in examined,
+            "labels": {c: int(c in positive) for c in CATEGORIES},
+            "value_usd": d.get("declared_value_usd") or 0.0,
+        }
 
 
 def generated_rows(config: GeneratorConfig, count: int) -> list[dict]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.dataset import read_jsonl, write_jsonl
+from models.dataset import labelled_rows, read_jsonl, write_jsonl
 from models.evaluation import evaluate_model
 from models.outputs import Source
 from models.pipeline import Incoming, consignee_batch, join_batch, score_batch, shipper_batch
@@ -15,7 +15,6 @@ from models.registry import load, versions
 from models.scoring import Scorer
 from models.synthetic import GeneratorConfig, TrafficGenerator
 from streams.cli import main
-from streams.export import labelled_rows
 
 
 def _exported(model_dir: Path, path: Path) -> list[dict]:
