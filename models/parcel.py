@@ -39,13 +39,13 @@ USD_PER = {
     "VND": 0.00004,
 }
 
-# Legal forms and trade words of company names: a name with one is a business's, and a
-# shipper's key leaves them out ("Shenzhen JOY Trading Co., Ltd." is "shenzhen joy").
+# Legal forms and generic trade words of company names: a name with one is a business's,
+# and a shipper's key leaves them out ("Shenzhen JOY Trading Co., Ltd." is "shenzhen joy").
+# Words that tell two companies apart ("technology", "industrial") are not among them.
 COMPANY_WORDS = frozenset(
     {"co", "company", "ltd", "limited", "inc", "incorporated", "llc", "corp", "corporation",
      "gmbh", "ag", "sa", "srl", "bv", "plc", "pty", "trading", "international", "intl",
-     "group", "holdings", "ecommerce", "commerce", "store", "shop", "factory", "industrial",
-     "industry", "technology", "tech"}
+     "group", "holdings", "ecommerce", "commerce", "store", "shop"}
 )  # fmt: skip
 _ADDRESS_WORDS = {
     "street": "st",
