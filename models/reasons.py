@@ -116,7 +116,9 @@ def _origin(row: np.ndarray, view: ParcelView, refs: References) -> str:
 
 def _overlap(row: np.ndarray, view: ParcelView, refs: References) -> str:
     code = _code(view)
-    return f"description '{_desc(view)}' does not match HS {code[:6]} ({hs.describe(code)[:60]})"
+    desc = _desc(view)
+    desc = desc if len(desc) <= 60 else desc[:59] + "…"  # a reason fits on a hold (<= 500)
+    return f"description '{desc}' does not match HS {code[:6]} ({hs.describe(code)[:60]})"
 
 
 def _count(template: str, name: str) -> Callable[[np.ndarray, ParcelView, References], str]:

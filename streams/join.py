@@ -24,11 +24,17 @@ def epoch(ts: str) -> float:
 
 
 def join_record(
-    bill: dict[str, Any] | None, kind: str, record: Record, partition: int, source: str
+    bill: dict[str, Any] | None,
+    kind: str,
+    record: Record,
+    partition: int,
+    source: str,
+    touched: float,
 ) -> tuple[dict[str, Any], ParcelView, int]:
     """Add a manifest or entry to its bill; returns the new bill, the view to score and the
     record's revision. `source` names the input record (topic:partition:offset); a replay
-    of one already joined changes nothing and keeps its revision."""
+    of one already joined changes nothing and keeps its revision. `touched` is the
+    partition's stream time (models/stream_time.py): the bill expires that long after."""
     seen = dict(bill.get("seen", ())) if bill else {}
     if bill is not None and source in seen:
         return bill, view_of(bill, record["hawb"]), seen[source]
@@ -39,6 +45,7 @@ def join_record(
     b["revision"] += 1
     b["last_seen"] = max(b.get("last_seen", now), now)
     b["p"] = partition
+    b["touched"] = max(touched, b.get("touched", touched))
     seen[source] = b["revision"]
     b["seen"] = list(seen.items())[-SEEN:]
     return b, view_of(b, record["hawb"]), b["revision"]
@@ -63,4 +70,6 @@ def view_of(bill: dict[str, Any], hawb: str) -> ParcelView:
 
 
 def expired(bill: dict[str, Any], now: float, ttl_s: float) -> bool:
-    return now - bill.get("last_seen", bill.get("first_seen", now)) > ttl_s
+    """Not written for `ttl_s` of its partition's stream time (bills from before stream
+    time was kept per partition fall back to their newest event time)."""
+    return now - bill.get("touched", bill.get("last_seen", now)) > ttl_s

@@ -16,10 +16,13 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from models import history
 from models.features import ParcelView
 from models.nomenclature import VAGUE_TERMS
 from models.scoring import Scorer
+from models.stream_time import StreamTime
 from streams.join import epoch, forwarded, join_record, mark_forwarded, view_of
 from streams.publishing import Outgoing, Source, dead_letter, decisions_and_holds
 from streams.records import RecordError, decode, entry_value
@@ -45,10 +48,10 @@ class Incoming:
 class JoinResult:
     forward: list[Forward] = field(default_factory=list)
     dead: list[tuple[Incoming, RecordError]] = field(default_factory=list)
-    newest: float = 0.0  # the latest event time joined: stream time, for expiry
     # per bill joined: (index of its last record, the bill as written, newest revision)
     joined: dict[str, tuple[int, dict[str, Any], int]] = field(default_factory=dict)
     replays: int = 0  # records already joined and passed on before a crash
+    failures: int = 0  # records whose processing raised (dead-lettered with the exception)
 
 
 def _parties(view: ParcelView | dict[str, Any]) -> tuple[str, str]:
@@ -61,65 +64,96 @@ def _parties(view: ParcelView | dict[str, Any]) -> tuple[str, str]:
     )
 
 
+def failed(exc: Exception) -> RecordError:
+    """The dead-letter reason of a record whose processing raised: the record is parked
+    with the exception, the rest of its batch goes on (an agent must not die of one)."""
+    return RecordError("record", f"could not be processed ({type(exc).__name__}: {exc})")
+
+
 def join_batch(
-    batch: Sequence[Incoming], bills: Table, max_bytes: int, ctx: Ctx = no_ctx
+    batch: Sequence[Incoming],
+    bills: Table,
+    max_bytes: int,
+    ctx: Ctx = no_ctx,
+    clock: StreamTime | None = None,
+    latest: float | None = None,
 ) -> JoinResult:
-    """Stage 1 (keyed by HAWB): validate, join manifest and entry, look up dispositions."""
+    """Stage 1 (keyed by HAWB): validate, join manifest and entry, look up dispositions.
+
+    `clock` keeps each partition's stream time (bills expire by it); event times after
+    `latest` are refused. A record whose processing raises is dead-lettered with the
+    exception, and its bill is left as it was.
+    """
     res = JoinResult()
+    clock = clock if clock is not None else StreamTime()
     for i, item in enumerate(batch):
         try:
-            rec = decode(item.kind, item.raw, max_bytes)
+            rec = decode(item.kind, item.raw, max_bytes, latest)
         except RecordError as err:
             res.dead.append((item, err))
             continue
-        hawb = rec["hawb"]
-        with ctx(i):
-            bill = bills.get(hawb)
-            if item.kind == "disposition":
-                if bill is None:
-                    res.dead.append(
-                        (
-                            item,
-                            RecordError(
-                                "hawb", f"no parcel known for HAWB {hawb} (never seen or expired)"
-                            ),
-                        )
-                    )
-                    continue
-                shipper, consignee = _parties(view_of(bill, hawb))
-                msg = {
-                    "t": "outcome",
-                    "hawb": hawb,
-                    "outcome": rec["outcome"],
-                    "shipper": shipper,
-                    "consignee": consignee,
-                    "time": epoch(rec["event_time"]),
-                    "source": item.source.as_dict(),
-                }
-            else:
-                source = item.source.as_dict()
-                if forwarded(bill, Source.ident(source)):
-                    res.replays += 1
-                    continue
-                bill, view, revision = join_record(
-                    bill, item.kind, rec, item.source.partition, Source.ident(source)
-                )
-                newest = max(revision, res.joined[hawb][2]) if hawb in res.joined else revision
-                res.joined[hawb] = (i, bill, newest)
-                res.newest = max(res.newest, bill["last_seen"])
-                bills[hawb] = bill
-                shipper, consignee = _parties(view)
-                msg = {
-                    "t": "parcel",
-                    "view": dict(view),
-                    "revision": revision,
-                    "shipper": shipper,
-                    "consignee": consignee,
-                    "time": epoch(rec["event_time"]),
-                    "source": source,
-                }
-        res.forward.append((consignee.encode(), msg))
+        try:
+            with ctx(i):
+                out = _join_one(i, item, rec, bills, clock, res)
+        except Exception as exc:
+            res.dead.append((item, failed(exc)))
+            res.failures += 1
+            continue
+        if isinstance(out, RecordError):
+            res.dead.append((item, out))
+        elif out is not None:
+            res.forward.append(out)
+    clock.advance()
     return res
+
+
+def _join_one(
+    i: int,
+    item: Incoming, rec: dict[str, Any], bills: Table, clock: StreamTime, res: JoinResult
+) -> Forward | RecordError | None:
+    """One valid record: its message for the next stage, a reason to refuse it, or None
+    for a replay already passed on. Writes the bill last, so a failure leaves it alone."""
+    hawb = rec["hawb"]
+    bill = bills.get(hawb)
+    t = epoch(rec["event_time"])
+    if item.kind == "disposition":
+        if bill is None:
+            return RecordError("hawb", f"no parcel known for HAWB {hawb} (never seen or expired)")
+        shipper, consignee = _parties(view_of(bill, hawb))
+        msg = {
+            "t": "outcome",
+            "hawb": hawb,
+            "outcome": rec["outcome"],
+            "shipper": shipper,
+            "consignee": consignee,
+            "time": t,
+            "source": item.source.as_dict(),
+        }
+        return consignee.encode(), msg
+    source = item.source.as_dict()
+    if forwarded(bill, Source.ident(source)):
+        res.replays += 1
+        return None
+    partition = item.source.partition
+    touched = clock.stamp(partition, t)
+    bill, view, revision = join_record(
+        bill, item.kind, rec, partition, Source.ident(source), touched
+    )
+    shipper, consignee = _parties(view)
+    msg = {
+        "t": "parcel",
+        "view": dict(view),
+        "revision": revision,
+        "shipper": shipper,
+        "consignee": consignee,
+        "time": t,
+        "source": source,
+    }
+    bills[hawb] = bill
+    newest = max(revision, res.joined[hawb][2]) if hawb in res.joined else revision
+    res.joined[hawb] = (i, bill, newest)
+    clock.observe(partition, t)
+    return consignee.encode(), msg
 
 
 def record_forwarded(
@@ -139,6 +173,9 @@ def _event(m: dict[str, Any]) -> str:
     return f"{m['outcome']}:{m['hawb']}"
 
 
+Failures = list[tuple[dict[str, Any], RecordError]]  # stage messages that raised, and why
+
+
 def _enrich(
     msgs: Sequence[dict[str, Any]],
     table: Table,
@@ -146,31 +183,55 @@ def _enrich(
     ctx: Ctx,
     attach: Callable[[dict[str, Any], Any], None],
     observe: Callable[[dict[str, Any], Any], dict[str, Any]],
-) -> None:
+    dead: Failures | None,
+) -> set[int]:
     """One history stage: per message, attach the entity's history, then count the message.
 
     Parcels get the history as it was before them (`attach`); first revisions are counted
     (`observe`), rescores are not another parcel. Dispositions update the seizure counts.
     An event the history already counted (a replay after a crash) is not counted again.
+    A message whose processing raises goes to `dead` (re-raised without it) and is
+    returned by index; the entity's history is left as it was.
     """
+    failures: set[int] = set()
     for i, m in enumerate(msgs):
-        key = m[entity]
-        with ctx(i):
-            state = table.get(key)
-            parcel = m["t"] == "parcel"
-            if parcel:
-                attach(m, state)
-                if m["revision"] != 1:
-                    continue
-            event = _event(m)
-            if history.replayed(state, event):
-                continue
-            new = observe(m, state) if parcel else history.observe_outcome(state, m["outcome"])
-            table[key] = history.remember(new, event)
+        try:
+            with ctx(i):
+                _enrich_one(m, table, entity, attach, observe)
+        except Exception as exc:
+            if dead is None:
+                raise
+            dead.append((m, failed(exc)))
+            failures.add(i)
+    return failures
+
+
+def _enrich_one(
+    m: dict[str, Any],
+    table: Table,
+    entity: str,
+    attach: Callable[[dict[str, Any], Any], None],
+    observe: Callable[[dict[str, Any], Any], dict[str, Any]],
+) -> None:
+    key = m[entity]
+    state = table.get(key)
+    parcel = m["t"] == "parcel"
+    if parcel:
+        attach(m, state)
+        if m["revision"] != 1:
+            return
+    event = _event(m)
+    if history.replayed(state, event):
+        return
+    new = observe(m, state) if parcel else history.observe_outcome(state, m["outcome"])
+    table[key] = history.remember(new, event)
 
 
 def consignee_batch(
-    msgs: Sequence[dict[str, Any]], consignees: Table, ctx: Ctx = no_ctx
+    msgs: Sequence[dict[str, Any]],
+    consignees: Table,
+    ctx: Ctx = no_ctx,
+    dead: Failures | None = None,
 ) -> list[Forward]:
     """Stage 2 (keyed by consignee address): attach and update the consignee's history."""
 
@@ -180,8 +241,8 @@ def consignee_batch(
     def observe(m: dict[str, Any], state: Any) -> dict[str, Any]:
         return history.observe_consignee_parcel(state, m["shipper"], m["time"])
 
-    _enrich(msgs, consignees, "consignee", ctx, attach, observe)
-    return [(m["shipper"].encode(), m) for m in msgs]
+    bad = _enrich(msgs, consignees, "consignee", ctx, attach, observe, dead)
+    return [(m["shipper"].encode(), m) for i, m in enumerate(msgs) if i not in bad]
 
 
 def _value(view: dict[str, Any]) -> float:
@@ -198,9 +259,13 @@ def _vague(view: dict[str, Any]) -> bool:
 
 
 def shipper_batch(
-    msgs: Sequence[dict[str, Any]], shippers: Table, ctx: Ctx = no_ctx
+    msgs: Sequence[dict[str, Any]],
+    shippers: Table,
+    ctx: Ctx = no_ctx,
+    dead: Failures | None = None,
 ) -> list[dict[str, Any]]:
-    """Stage 3 (keyed by shipper): attach and update the shipper's history; parcels out."""
+    """Stage 3 (keyed by shipper): attach and update the shipper's history; parcels out
+    (the same message objects, so a caller can find each one's event)."""
 
     def attach(m: dict[str, Any], state: Any) -> None:
         m["view"]["shipper_history"] = history.shipper_features(state, m["time"])
@@ -210,16 +275,17 @@ def shipper_batch(
             state, _value(m["view"]), m["consignee"], _vague(m["view"]), m["time"]
         )
 
-    _enrich(msgs, shippers, "shipper", ctx, attach, observe)
-    return [m for m in msgs if m["t"] == "parcel"]
+    bad = _enrich(msgs, shippers, "shipper", ctx, attach, observe, dead)
+    return [m for i, m in enumerate(msgs) if m["t"] == "parcel" and i not in bad]
 
 
 @dataclass
 class ScoreResult:
     out: list[Outgoing]
-    flagged: list[tuple[int, str, str]]  # (index in batch, category, action)
-    event_times: list[str]
+    flagged: list[tuple[int, str, str]]  # (index in `decided`, category, action)
+    event_times: list[float]  # epoch seconds, per decided parcel
     rule_hits: list[str] = field(default_factory=list)
+    decided: list[int] = field(default_factory=list)  # indexes of the parcels decided
 
 
 def score_batch(
@@ -228,8 +294,43 @@ def score_batch(
     pseudonym_key: bytes,
     rules: RuleSet | None = None,
     cap: HoldCap | None = None,
+    dead: Failures | None = None,
 ) -> ScoreResult:
-    """Features, model, rules, reasons and the output records for enriched parcels."""
+    """Features, model, rules, reasons and the output records for enriched parcels.
+
+    Scored as one batch; if that raises and `dead` is given, each parcel is scored alone
+    so that only the ones that raise go to `dead` and the rest are decided.
+    """
+    try:
+        res = _score(parcels, scorer, pseudonym_key, rules, cap)
+    except Exception:
+        if dead is None or len(parcels) == 0:
+            raise
+    else:
+        res.decided = list(range(len(parcels)))
+        return res
+    merged = ScoreResult([], [], [])
+    for i, p in enumerate(parcels):
+        try:
+            one = _score([p], scorer, pseudonym_key, rules, cap)
+        except Exception as exc:
+            dead.append((p, failed(exc)))
+            continue
+        merged.out += one.out
+        merged.flagged += [(len(merged.decided), c, a) for _j, c, a in one.flagged]
+        merged.event_times += one.event_times
+        merged.rule_hits += one.rule_hits
+        merged.decided.append(i)
+    return merged
+
+
+def _score(
+    parcels: Sequence[dict[str, Any]],
+    scorer: Scorer,
+    pseudonym_key: bytes,
+    rules: RuleSet | None,
+    cap: HoldCap | None,
+) -> ScoreResult:
     views = [ParcelView(**p["view"]) for p in parcels]  # type: ignore[typeddict-item]
     scored = scorer.score(views)
     matches = [(rules or RuleSet()).evaluate(v, scored.features[i]) for i, v in enumerate(views)]
@@ -258,9 +359,8 @@ def score_batch(
     flagged = [
         (i, c, a) for i, (c, a) in enumerate(zip(categories, actions, strict=True)) if a is not None
     ]
-    times = [(v.get("entry") or v.get("manifest"))["event_time"] for v in views]  # type: ignore[index]
     hits = [m.rule for ms in matches for m in ms]
-    return ScoreResult(out, flagged, times, hits)  # type: ignore[arg-type]
+    return ScoreResult(out, flagged, [p["time"] for p in parcels], hits)  # type: ignore[arg-type]
 
 
 def _decided(parcel: dict[str, Any]) -> str:
@@ -313,3 +413,11 @@ def record_decisions(
 
 def dead_letters(dead: Sequence[tuple[Incoming, RecordError]]) -> list[Outgoing]:
     return [dead_letter(item.source, item.raw, err) for item, err in dead]
+
+
+def failed_letters(dead: Failures) -> list[Outgoing]:
+    """Dead letters of stage messages that raised: the source names the input record (its
+    topic, partition, offset), the bytes are the stage message that carried it."""
+    return [
+        dead_letter(Source(**m["source"], key=None), orjson.dumps(m), err) for m, err in dead
+    ]
