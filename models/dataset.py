@@ -117,13 +117,13 @@ def replay(
     bills: dict = {}
     consignees: dict = {}
     shippers: dict = {}
-    pending: list[tuple[float, int, bytes]] = []
+    pending: list[tuple[float, int, bytes, bytes]] = []  # (when, order, key, disposition)
     rows: list[dict] = []
     last_row: dict[str, int] = {}
 
-    def run(kind: str, raw: bytes, offset: int) -> list[dict]:
+    def run(kind: str, raw: bytes, offset: int, key: bytes) -> list[dict]:
         res = join_batch(
-            [Incoming(kind, Source("replay", 0, offset, None), raw)], bills, MAX_RECORD_BYTES
+            [Incoming(kind, Source("replay", 0, offset, key), raw)], bills, MAX_RECORD_BYTES
         )
         msgs = consignee_batch([m for _, m in res.forward], consignees)
         return shipper_batch([m for _, m in msgs], shippers)
@@ -131,9 +131,9 @@ def replay(
     for n, ev in enumerate(events):
         t = ev.event_time.timestamp()
         while pending and pending[0][0] <= t:
-            _, k, raw = heapq.heappop(pending)
-            run("disposition", raw, k)
-        for p in run(ev.kind, ev.value, n):
+            _, k, key, raw = heapq.heappop(pending)
+            run("disposition", raw, k, key)
+        for p in run(ev.kind, ev.value, n, ev.key.encode()):
             hawb = p["view"]["hawb"]
             label = labels[hawb]
             flags = {c: int(getattr(label, c)) for c in CATEGORIES}
@@ -154,7 +154,8 @@ def replay(
                 if rng.random() < (exam_rate_risky if risky else exam_rate_clean):
                     outcome = OUTCOME_OF[risky[0]] if risky else "released"
                     when = t + float(rng.uniform(1.0, 10.0)) * 86_400.0
-                    heapq.heappush(pending, (when, n, _disposition(hawb, outcome, when)))
+                    disposition = _disposition(hawb, outcome, when)
+                    heapq.heappush(pending, (when, n, hawb.encode(), disposition))
     for i in last_row.values():
         rows[i]["final"] = True
     return rows

@@ -89,6 +89,7 @@ def join_batch(
     for i, item in enumerate(batch):
         try:
             rec = decode(item.kind, item.raw, max_bytes, latest)
+            _check_key(item.source.key, rec["hawb"])
         except RecordError as err:
             res.dead.append((item, err))
             continue
@@ -105,6 +106,16 @@ def join_batch(
             res.forward.append(out)
     clock.advance()
     return res
+
+
+def _check_key(key: bytes | None, hawb: str) -> None:
+    """A bill's records meet only if they share a partition, so each must be keyed by its
+    HAWB as the decoder normalises it (upper case): anything else could never be joined."""
+    if key != hawb.encode():
+        shown = "no key" if key is None else f"key {key.decode(errors='replace')[:40]!r}"
+        raise RecordError(
+            "key", f"{shown} is not the record's HAWB {hawb!r} (key records by their HAWB)"
+        )
 
 
 def _join_one(

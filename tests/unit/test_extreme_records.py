@@ -165,7 +165,7 @@ def traffic(draw: st.DrawFn) -> list[tuple[str, bytes, bytes]]:
         sides = draw(st.sampled_from([("manifest",), ("entry",), ("manifest", "entry")]))
         for kind in sides:
             rec = draw(manifest(h)) if kind == "manifest" else draw(entry(h))
-            key = h.encode() if draw(st.booleans()) else b"another-key"
+            key = draw(st.sampled_from([h.upper().encode()] * 4 + [h.encode(), b"another"]))
             out.append((kind, key, orjson.dumps(rec)))
             if draw(st.booleans()):
                 out.append((kind, key, orjson.dumps(rec)))  # a duplicate record

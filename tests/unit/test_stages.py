@@ -29,8 +29,10 @@ from tests.samples import ENTRY, MANIFEST
 
 
 def _in(kind: str, rec: dict[str, Any] | bytes, offset: int = 0) -> Incoming:
+    """An input record, keyed by its HAWB as producers must."""
     raw = rec if isinstance(rec, bytes) else orjson.dumps(rec)
-    return Incoming(kind, Source(f"parcels.{kind}", 0, offset, b"k"), raw)
+    key = b"HX12345678" if isinstance(rec, bytes) else rec["hawb"].encode()
+    return Incoming(kind, Source(f"parcels.{kind}", 0, offset, key), raw)
 
 
 def _disposition(hawb: str, outcome: str) -> dict[str, Any]:
@@ -289,3 +291,17 @@ def test_history_stages_park_a_message_that_raises() -> None:
     (letter,) = failed_letters(dead)
     value = orjson.loads(letter.value)
     assert value["source"] == msgs[0]["source"] and "TypeError" in value["reason"]
+
+
+def test_a_record_not_keyed_by_its_hawb_is_refused() -> None:
+    """Records of one bill meet only in one partition: a key other than the HAWB (or none)
+    would leave the bill unjoined forever, so it is refused with the reason."""
+    for key in (b"another-key", None, b"hx12345678"):
+        item = Incoming("manifest", Source("parcels.manifest", 0, 0, key), orjson.dumps(MANIFEST))
+        res = join_batch([item], {}, 1 << 20)
+        ((_, err),) = res.dead
+        assert err.field == "key" and "HX12345678" in err.reason
+    lower = copy.deepcopy(MANIFEST) | {"hawb": "hx12345678"}  # normalised to upper case
+    assert join_batch([_in("manifest", lower | {"hawb": "HX12345678"})], {}, 1 << 20).forward
+    item = Incoming("manifest", Source("m", 0, 0, b"HX12345678"), orjson.dumps(lower))
+    assert join_batch([item], {}, 1 << 20).forward  # the HAWB itself may come in lower case
