@@ -22,9 +22,9 @@ import numpy as np
 import orjson
 
 from models.outputs import Source
-from models.parcel import ParcelView, epoch
+from models.parcel import ParcelView
 from models.pipeline import Incoming, ParcelMessage, consignee_batch, join_batch, shipper_batch
-from models.records import CATEGORIES, FINDINGS, MAX_RECORD_BYTES
+from models.records import CATEGORIES, FINDINGS, MAX_RECORD_BYTES, event_epoch
 from models.synthetic import Event, GeneratorConfig, Label, TrafficGenerator
 
 
@@ -83,7 +83,7 @@ def from_rows(rows: Iterable[dict], source: str) -> LabelledSet:
                 )
             )
         ys.append([int(r["labels"][c]) for c in CATEGORIES])
-        times.append(epoch(r["event_time"]))
+        times.append(event_epoch(r))
         values.append(float(r.get("value_usd") or 0.0))
     if vectors and views:
         raise ValueError(f"{source}: mixes feature-vector rows and parcel-view rows")
@@ -121,13 +121,13 @@ def replay(
     bills: dict = {}
     consignees: dict = {}
     shippers: dict = {}
-    pending: list[tuple[float, int, bytes]] = []
+    pending: list[tuple[float, int, bytes, bytes]] = []  # (when, order, key, disposition)
     rows: list[dict] = []
     last_row: dict[str, int] = {}
 
-    def run(kind: str, raw: bytes, offset: int) -> list[ParcelMessage]:
+    def run(kind: str, raw: bytes, offset: int, key: bytes) -> list[ParcelMessage]:
         res = join_batch(
-            [Incoming(kind, Source("replay", 0, offset, None), raw)], bills, MAX_RECORD_BYTES
+            [Incoming(kind, Source("replay", 0, offset, key), raw)], bills, MAX_RECORD_BYTES
         )
         msgs = consignee_batch([m for _, m in res.forward], consignees)
         return shipper_batch([m for _, m in msgs], shippers)
@@ -135,9 +135,9 @@ def replay(
     for n, ev in enumerate(events):
         t = ev.event_time.timestamp()
         while pending and pending[0][0] <= t:
-            _, k, raw = heapq.heappop(pending)
-            run("disposition", raw, k)
-        for p in run(ev.kind, ev.value, n):
+            _, k, key, raw = heapq.heappop(pending)
+            run("disposition", raw, k, key)
+        for p in run(ev.kind, ev.value, n, ev.key.encode()):
             hawb = p["view"]["hawb"]
             label = labels[hawb]
             flags = {c: int(getattr(label, c)) for c in CATEGORIES}
@@ -158,7 +158,8 @@ def replay(
                 if rng.random() < (exam_rate_risky if risky else exam_rate_clean):
                     outcome = SEIZURE_OF[risky[0]] if risky else "released"
                     when = t + float(rng.uniform(1.0, 10.0)) * 86_400.0
-                    heapq.heappush(pending, (when, n, _disposition(hawb, outcome, when)))
+                    disposition = _disposition(hawb, outcome, when)
+                    heapq.heappush(pending, (when, n, hawb.encode(), disposition))
     for i in last_row.values():
         rows[i]["final"] = True
     return rows

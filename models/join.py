@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from models.parcel import ParcelView, epoch
-from models.records import Record
+from models.parcel import ParcelView
+from models.records import Record, event_epoch
 
 SEEN = 8  # input records per bill remembered for replays (a bill usually has two)
 
@@ -27,20 +27,23 @@ class Bill(TypedDict, total=False):
     first_seen: float  # epoch seconds (event time)
     last_seen: float
     partition: int  # of its input records, so the expiry sweep deletes it there
+    p: int  # the same, in bills stored before it had a name (partition_of reads either)
+    touched: float  # stream time of its partition when last written: it expires by that
     seen: list[tuple[str, int]]  # (input record, its revision), the last SEEN of them
     forwarded: int  # newest revision the next stage has acknowledged
 
 
 def join_record(
-    bill: Bill | None, kind: str, record: Record, partition: int, source: str
+    bill: Bill | None, kind: str, record: Record, partition: int, source: str, touched: float
 ) -> tuple[Bill, ParcelView, int]:
     """Add a manifest or entry to its bill; returns the new bill, the view to score and the
     record's revision. `source` names the input record (topic:partition:offset); a replay
-    of one already joined changes nothing and keeps its revision."""
+    of one already joined changes nothing and keeps its revision. `touched` is the
+    partition's stream time (models/stream_time.py): the bill expires that long after."""
     seen = dict(bill.get("seen", ())) if bill else {}
     if bill is not None and source in seen:
         return bill, view_of(bill, record["hawb"]), seen[source]
-    now = epoch(record["event_time"])
+    now = event_epoch(record)
     b = bill.copy() if bill else Bill(revision=0, first_seen=now)
     if kind == "manifest" and b.get("manifest") is None:
         b["manifest"] = record
@@ -49,6 +52,7 @@ def join_record(
     b["revision"] += 1
     b["last_seen"] = max(b.get("last_seen", now), now)
     b["partition"] = partition
+    b["touched"] = max(touched, b.get("touched", touched))
     seen[source] = b["revision"]
     b["seen"] = list(seen.items())[-SEEN:]
     return b, view_of(b, record["hawb"]), b["revision"]
@@ -73,4 +77,12 @@ def view_of(bill: Bill, hawb: str) -> ParcelView:
 
 
 def expired(bill: Bill, now: float, ttl_s: float) -> bool:
-    return now - bill.get("last_seen", bill.get("first_seen", now)) > ttl_s
+    """Not written for `ttl_s` of its partition's stream time (bills from before stream
+    time was kept per partition fall back to their newest event time)."""
+    return now - bill.get("touched", bill.get("last_seen", now)) > ttl_s
+
+
+def partition_of(bill: Bill) -> int:
+    """The partition of the bill's input records (bills stored before the field had its
+    name keep it as "p")."""
+    return bill["partition"] if "partition" in bill else bill["p"]

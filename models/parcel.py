@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, TypedDict
 
 from models import nomenclature as hs
@@ -79,7 +78,8 @@ class ParcelView(TypedDict, total=False):
 
 
 def primary(view: ParcelView) -> Record:
-    """The record that speaks for the parcel: the entry once filed, else the manifest."""
+    """The record that speaks for the parcel: the entry once filed, else the manifest. A
+    view with neither is no parcel (ValueError): every fact of it would be made up."""
     rec = view.get("entry") or view.get("manifest")
     if rec is None:
         raise ValueError(f"parcel {view.get('hawb')}: neither a manifest nor an entry")
@@ -89,11 +89,6 @@ def primary(view: ParcelView) -> Record:
 def event_time(view: ParcelView) -> str:
     """The parcel's event time (ISO 8601): its speaking record's."""
     return str(primary(view)["event_time"])
-
-
-def epoch(ts: str) -> float:
-    """An ISO 8601 time as epoch seconds: how stages, history and data sets count time."""
-    return datetime.fromisoformat(ts).timestamp()
 
 
 # -- parties -------------------------------------------------------------------------------
@@ -164,10 +159,8 @@ def entry_value_usd(entry: Mapping[str, Any]) -> float:
 
 def value_usd(view: ParcelView) -> float:
     """The declared value in USD (NaN when the currency is unknown)."""
-    e, m = view.get("entry"), view.get("manifest")
-    if e is not None:
-        return entry_value_usd(e)
-    return manifest_value_usd(m) if m is not None else math.nan
+    e = view.get("entry")
+    return entry_value_usd(e) if e is not None else manifest_value_usd(primary(view))
 
 
 def weight_kg(view: ParcelView) -> float:
@@ -179,19 +172,17 @@ def weight_kg(view: ParcelView) -> float:
 def hs_code(view: ParcelView) -> str:
     """The most specific HS code known ('' if none): the entry's first line, else the
     manifest's optional one."""
-    e, m = view.get("entry"), view.get("manifest")
-    if e is not None:
-        return str(e["lines"][0]["hts"])
-    return str(m.get("hts") or "") if m is not None else ""
+    e = view.get("entry")
+    return str(e["lines"][0]["hts"]) if e is not None else str(primary(view).get("hts") or "")
 
 
 def description(view: ParcelView) -> str:
     """What the goods are said to be: the entry's line descriptions (each once), else the
     manifest's."""
-    e, m = view.get("entry"), view.get("manifest")
+    e = view.get("entry")
     if e is not None:
         return ", ".join(dict.fromkeys(line["description"] for line in e["lines"]))
-    return str(m["description"]) if m is not None else ""
+    return str(primary(view)["description"])
 
 
 def words(text: str) -> frozenset[str]:

@@ -2,9 +2,8 @@
 
 Agents hand batches in and publish what comes out (streams/agents.py); tables are passed
 as mappings, so unit tests use dicts and the offline data-set builder replays traffic
-through the same code.
-`ctx(i)` returns the context in which the i-th record's table reads and writes happen (the
-worker uses it to put each record's state in its own partition).
+through the same code. `ctx(i)` returns the context in which the i-th record's table reads
+and writes happen (the worker uses it to put each record's state in its own partition).
 
 Every input ends in exactly one place: a decision or a dead letter.
 """
@@ -20,10 +19,11 @@ from typing import Any, Literal, TypedDict
 from models import history, parcel
 from models.join import Bill, forwarded, join_record, mark_forwarded, view_of
 from models.outputs import Decision, Hold, Source, SourceRef, decisions_and_holds
-from models.parcel import ParcelView, epoch
-from models.records import RecordError, decode
+from models.parcel import ParcelView
+from models.records import Record, RecordError, decode, event_epoch
 from models.rules import HoldCap, RuleSet, merge
 from models.scoring import Scorer
+from models.stream_time import StreamTime
 
 Table = MutableMapping[str, Any]
 Ctx = Callable[[int], AbstractContextManager[Any]]
@@ -55,6 +55,7 @@ class OutcomeMessage(TypedDict):
 
 StageMessage = ParcelMessage | OutcomeMessage
 Forward = tuple[bytes, StageMessage]  # (next stage's key, message)
+Failures = list[tuple[StageMessage, RecordError]]  # stage messages that raised, and why
 
 
 def no_ctx(_i: int) -> AbstractContextManager[Any]:
@@ -72,71 +73,112 @@ class Incoming:
 class JoinResult:
     forward: list[Forward] = field(default_factory=list)
     dead: list[tuple[Incoming, RecordError]] = field(default_factory=list)
-    newest: float = 0.0  # the latest event time joined: stream time, for expiry
     # per bill joined: (index of its last record, the bill as written, newest revision)
     joined: dict[str, tuple[int, Bill, int]] = field(default_factory=dict)
     replays: int = 0  # records already joined and passed on before a crash
+    failures: int = 0  # records whose processing raised (dead-lettered with the exception)
+
+
+def failed(exc: Exception) -> RecordError:
+    """The dead-letter reason of a record whose processing raised: the record is parked
+    with the exception, the rest of its batch goes on (an agent must not die of one)."""
+    return RecordError("record", f"could not be processed ({type(exc).__name__}: {exc})")
 
 
 def join_batch(
-    batch: Sequence[Incoming], bills: Table, max_bytes: int, ctx: Ctx = no_ctx
+    batch: Sequence[Incoming],
+    bills: Table,
+    max_bytes: int,
+    ctx: Ctx = no_ctx,
+    clock: StreamTime | None = None,
+    latest: float | None = None,
 ) -> JoinResult:
-    """Stage 1 (keyed by HAWB): validate, join manifest and entry, look up dispositions."""
+    """Stage 1 (keyed by HAWB): validate, join manifest and entry, look up dispositions.
+
+    `clock` keeps each partition's stream time (bills expire by it); event times after
+    `latest` are refused. A record whose processing raises is dead-lettered with the
+    exception, and its bill is left as it was.
+    """
     res = JoinResult()
+    clock = clock if clock is not None else StreamTime()
     for i, item in enumerate(batch):
         try:
-            rec = decode(item.kind, item.raw, max_bytes)
+            rec = decode(item.kind, item.raw, max_bytes, latest)
+            _check_key(item.source.key, rec["hawb"])
         except RecordError as err:
             res.dead.append((item, err))
             continue
-        hawb = rec["hawb"]
-        with ctx(i):
-            bill = bills.get(hawb)
-            if item.kind == "disposition":
-                if bill is None:
-                    res.dead.append(
-                        (
-                            item,
-                            RecordError(
-                                "hawb", f"no parcel known for HAWB {hawb} (never seen or expired)"
-                            ),
-                        )
-                    )
-                    continue
-                shipper, consignee = parcel.keys(view_of(bill, hawb))
-                msg: StageMessage = {
-                    "kind": "outcome",
-                    "hawb": hawb,
-                    "outcome": rec["outcome"],
-                    "shipper_key": shipper,
-                    "consignee_key": consignee,
-                    "event_epoch": epoch(rec["event_time"]),
-                    "source": item.source.as_dict(),
-                }
-            else:
-                source = item.source.as_dict()
-                if forwarded(bill, Source.ident(source)):
-                    res.replays += 1
-                    continue
-                bill, view, revision = join_record(
-                    bill, item.kind, rec, item.source.partition, Source.ident(source)
-                )
-                newest = max(revision, res.joined[hawb][2]) if hawb in res.joined else revision
-                res.joined[hawb] = (i, bill, newest)
-                res.newest = max(res.newest, bill["last_seen"])
-                bills[hawb] = bill
-                shipper, consignee = parcel.keys(view)
-                msg = {
-                    "kind": "parcel",
-                    "view": view,
-                    "revision": revision,
-                    "shipper_key": shipper,
-                    "consignee_key": consignee,
-                    "event_epoch": epoch(rec["event_time"]),
-                    "source": source,
-                }
-        res.forward.append((consignee.encode(), msg))
+        try:
+            with ctx(i):
+                out = _join_one(i, item, rec, bills, clock, res)
+        except Exception as exc:
+            res.dead.append((item, failed(exc)))
+            res.failures += 1
+            continue
+        if isinstance(out, RecordError):
+            res.dead.append((item, out))
+        elif out is not None:
+            res.forward.append(out)
+    clock.advance()
     return res
+
+
+def _check_key(key: bytes | None, hawb: str) -> None:
+    """A bill's records meet only if they share a partition, so each must be keyed by its
+    HAWB as the decoder normalises it (upper case): anything else could never be joined."""
+    if key != hawb.encode():
+        shown = "no key" if key is None else f"key {key.decode(errors='replace')[:40]!r}"
+        raise RecordError(
+            "key", f"{shown} is not the record's HAWB {hawb!r} (key records by their HAWB)"
+        )
+
+
+def _join_one(
+    i: int, item: Incoming, rec: Record, bills: Table, clock: StreamTime, res: JoinResult
+) -> Forward | RecordError | None:
+    """One valid record: its message for the next stage, a reason to refuse it, or None
+    for a replay already passed on. Writes the bill last, so a failure leaves it alone."""
+    hawb = rec["hawb"]
+    bill = bills.get(hawb)
+    t = event_epoch(rec)
+    if item.kind == "disposition":
+        if bill is None:
+            return RecordError("hawb", f"no parcel known for HAWB {hawb} (never seen or expired)")
+        shipper, consignee = parcel.keys(view_of(bill, hawb))
+        outcome: OutcomeMessage = {
+            "kind": "outcome",
+            "hawb": hawb,
+            "outcome": rec["outcome"],
+            "shipper_key": shipper,
+            "consignee_key": consignee,
+            "event_epoch": t,
+            "source": item.source.as_dict(),
+        }
+        return consignee.encode(), outcome
+    source = item.source.as_dict()
+    if forwarded(bill, Source.ident(source)):
+        res.replays += 1
+        return None
+    partition = item.source.partition
+    touched = clock.stamp(partition, t)
+    bill, view, revision = join_record(
+        bill, item.kind, rec, partition, Source.ident(source), touched
+    )
+    shipper, consignee = parcel.keys(view)
+    msg: ParcelMessage = {
+        "kind": "parcel",
+        "view": view,
+        "revision": revision,
+        "shipper_key": shipper,
+        "consignee_key": consignee,
+        "event_epoch": t,
+        "source": source,
+    }
+    bills[hawb] = bill
+    newest = max(revision, res.joined[hawb][2]) if hawb in res.joined else revision
+    res.joined[hawb] = (i, bill, newest)
+    clock.observe(partition, t)
+    return consignee.encode(), msg
 
 
 def record_forwarded(joined: dict[str, tuple[int, Bill, int]], bills: Table, ctx: Ctx) -> None:
@@ -154,40 +196,65 @@ def _event(m: StageMessage) -> str:
     return f"{m['outcome']}:{m['hawb']}"
 
 
+Entity = Literal["shipper_key", "consignee_key"]
+Attach = Callable[[ParcelMessage, Any], None]
+Observe = Callable[[ParcelMessage, Any], dict[str, Any]]
+
+
 def _enrich(
     msgs: Sequence[StageMessage],
     table: Table,
-    entity: Literal["shipper_key", "consignee_key"],
+    entity: Entity,
     ctx: Ctx,
-    attach: Callable[[ParcelMessage, Any], None],
-    observe: Callable[[ParcelMessage, Any], dict[str, Any]],
-) -> None:
+    attach: Attach,
+    observe: Observe,
+    dead: Failures | None,
+) -> set[int]:
     """One history stage: per message, attach the entity's history, then count the message.
 
     Parcels get the history as it was before them (`attach`); first revisions are counted
     (`observe`), rescores are not another parcel. Dispositions update the seizure counts.
     An event the history already counted (a replay after a crash) is not counted again.
+    A message whose processing raises goes to `dead` (re-raised without it) and is
+    returned by index; the entity's history is left as it was.
     """
+    failures: set[int] = set()
     for i, m in enumerate(msgs):
-        key = m[entity]
-        with ctx(i):
-            state = table.get(key)
-            if m["kind"] == "parcel":
-                attach(m, state)
-                if m["revision"] != 1:
-                    continue
-            event = _event(m)
-            if history.replayed(state, event):
-                continue
-            if m["kind"] == "parcel":
-                new = observe(m, state)
-            else:
-                new = history.observe_outcome(state, m["outcome"])
-            table[key] = history.remember(new, event)
+        try:
+            with ctx(i):
+                _enrich_one(m, table, entity, attach, observe)
+        except Exception as exc:
+            if dead is None:
+                raise
+            dead.append((m, failed(exc)))
+            failures.add(i)
+    return failures
+
+
+def _enrich_one(
+    m: StageMessage, table: Table, entity: Entity, attach: Attach, observe: Observe
+) -> None:
+    key = m[entity]
+    state = table.get(key)
+    if m["kind"] == "parcel":
+        attach(m, state)
+        if m["revision"] != 1:
+            return
+    event = _event(m)
+    if history.replayed(state, event):
+        return
+    if m["kind"] == "parcel":
+        new = observe(m, state)
+    else:
+        new = history.observe_outcome(state, m["outcome"])
+    table[key] = history.remember(new, event)
 
 
 def consignee_batch(
-    msgs: Sequence[StageMessage], consignees: Table, ctx: Ctx = no_ctx
+    msgs: Sequence[StageMessage],
+    consignees: Table,
+    ctx: Ctx = no_ctx,
+    dead: Failures | None = None,
 ) -> list[Forward]:
     """Stage 2 (keyed by consignee address): attach and update the consignee's history."""
 
@@ -197,14 +264,18 @@ def consignee_batch(
     def observe(m: ParcelMessage, state: Any) -> dict[str, Any]:
         return history.observe_consignee_parcel(state, m["shipper_key"], m["event_epoch"])
 
-    _enrich(msgs, consignees, "consignee_key", ctx, attach, observe)
-    return [(m["shipper_key"].encode(), m) for m in msgs]
+    bad = _enrich(msgs, consignees, "consignee_key", ctx, attach, observe, dead)
+    return [(m["shipper_key"].encode(), m) for i, m in enumerate(msgs) if i not in bad]
 
 
 def shipper_batch(
-    msgs: Sequence[StageMessage], shippers: Table, ctx: Ctx = no_ctx
+    msgs: Sequence[StageMessage],
+    shippers: Table,
+    ctx: Ctx = no_ctx,
+    dead: Failures | None = None,
 ) -> list[ParcelMessage]:
-    """Stage 3 (keyed by shipper): attach and update the shipper's history; parcels out."""
+    """Stage 3 (keyed by shipper): attach and update the shipper's history; parcels out
+    (the same message objects, so a caller can find each one's event)."""
 
     def attach(m: ParcelMessage, state: Any) -> None:
         m["view"]["shipper_history"] = history.shipper_features(state, m["event_epoch"])
@@ -214,20 +285,18 @@ def shipper_batch(
             state, m["view"], m["consignee_key"], m["event_epoch"]
         )
 
-    _enrich(msgs, shippers, "shipper_key", ctx, attach, observe)
-    return [m for m in msgs if m["kind"] == "parcel"]
+    bad = _enrich(msgs, shippers, "shipper_key", ctx, attach, observe, dead)
+    return [m for i, m in enumerate(msgs) if m["kind"] == "parcel" and i not in bad]
 
 
 @dataclass
 class ScoreResult:
     decisions: list[Decision]
     holds: list[Hold]
-    flagged: list[tuple[int, str, str]]  # (index in batch, category, action)
+    flagged: list[tuple[int, str, str]]  # (index in `decided`, category, action)
+    event_times: list[float]  # epoch seconds, per decided parcel
     rule_hits: list[str] = field(default_factory=list)
-
-    @property
-    def event_times(self) -> list[str]:
-        return [d["event_time"] for d in self.decisions]
+    decided: list[int] = field(default_factory=list)  # indexes of the parcels decided
 
 
 def score_batch(
@@ -236,8 +305,44 @@ def score_batch(
     pseudonym_key: bytes,
     rules: RuleSet | None = None,
     cap: HoldCap | None = None,
+    dead: Failures | None = None,
 ) -> ScoreResult:
-    """Features, model, rules, reasons and the output records for enriched parcels."""
+    """Features, model, rules, reasons and the output records for enriched parcels.
+
+    Scored as one batch; if that raises and `dead` is given, each parcel is scored alone
+    so that only the ones that raise go to `dead` and the rest are decided.
+    """
+    try:
+        res = _score(parcels, scorer, pseudonym_key, rules, cap)
+    except Exception:
+        if dead is None or len(parcels) == 0:
+            raise
+    else:
+        res.decided = list(range(len(parcels)))
+        return res
+    merged = ScoreResult([], [], [], [])
+    for i, p in enumerate(parcels):
+        try:
+            one = _score([p], scorer, pseudonym_key, rules, cap)
+        except Exception as exc:
+            dead.append((p, failed(exc)))
+            continue
+        merged.decisions += one.decisions
+        merged.holds += one.holds
+        merged.flagged += [(len(merged.decided), c, a) for _j, c, a in one.flagged]
+        merged.event_times += one.event_times
+        merged.rule_hits += one.rule_hits
+        merged.decided.append(i)
+    return merged
+
+
+def _score(
+    parcels: Sequence[ParcelMessage],
+    scorer: Scorer,
+    pseudonym_key: bytes,
+    rules: RuleSet | None,
+    cap: HoldCap | None,
+) -> ScoreResult:
     views = [p["view"] for p in parcels]
     scored = scorer.score(views)
     matches = [(rules or RuleSet()).evaluate(v, scored.features[i]) for i, v in enumerate(views)]
@@ -269,7 +374,7 @@ def score_batch(
         if a is not None and c is not None
     ]
     hits = [m.rule for ms in matches for m in ms]
-    return ScoreResult(decisions, holds, flagged, hits)
+    return ScoreResult(decisions, holds, flagged, [p["event_epoch"] for p in parcels], hits)
 
 
 def _decided(p: ParcelMessage) -> str:

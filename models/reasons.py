@@ -103,6 +103,7 @@ def _origin(row: np.ndarray, view: ParcelView, refs: References) -> str:
 
 def _overlap(row: np.ndarray, view: ParcelView, refs: References) -> str:
     code, desc = hs_code(view), description(view)
+    desc = desc if len(desc) <= 60 else desc[:59] + "…"  # a reason fits on a hold (<= 500)
     return f"description '{desc}' does not match HS {code[:6]} ({hs.describe(code)[:60]})"
 
 

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import orjson
@@ -36,16 +36,17 @@ FINDINGS: Final = {
     "undervalued": "undervaluation",
 }
 
-_HAWB = re.compile(r"[A-Z0-9]{1,12}")
-_DIGITS11 = re.compile(r"\d{11}")
-_ENTRY_NUMBER = re.compile(r"[A-Z0-9]{3}\d{8}")
-_ALNUM3 = re.compile(r"[A-Z0-9]{3}")
-_ISO2 = re.compile(r"[A-Z]{2}")
-_IATA = re.compile(r"[A-Z]{3}")
-_PORT = re.compile(r"\d{4}")
-_CURRENCY = re.compile(r"[A-Z]{3}")
-_HTS_ANY = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2})?)?)?")
-_HTS10 = re.compile(r"\d{10}")
+# ASCII only: Python's \d also matches other scripts' digits ("໒၃..." is not an HTS number)
+_HAWB = re.compile(r"[A-Z0-9]{1,12}", re.ASCII)
+_DIGITS11 = re.compile(r"\d{11}", re.ASCII)
+_ENTRY_NUMBER = re.compile(r"[A-Z0-9]{3}\d{8}", re.ASCII)
+_ALNUM3 = re.compile(r"[A-Z0-9]{3}", re.ASCII)
+_ISO2 = re.compile(r"[A-Z]{2}", re.ASCII)
+_IATA = re.compile(r"[A-Z]{3}", re.ASCII)
+_PORT = re.compile(r"\d{4}", re.ASCII)
+_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
+_HTS_ANY = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2})?)?)?", re.ASCII)
+_HTS10 = re.compile(r"\d{10}", re.ASCII)
 
 
 class RecordError(ValueError):
@@ -139,14 +140,29 @@ def _integer(lo: int, hi: int) -> Check:
     return check
 
 
+# Event times before this are absurd (no parcel record of this system predates it)
+EARLIEST_EVENT_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def _timestamp(v: Any, f: str) -> str:
+    """An ISO 8601 instant: with a time zone, because a naive time is a different instant
+    for every reader (and once crashed the scoring stage)."""
     if not isinstance(v, str):
         raise RecordError(f, f"expected an ISO 8601 timestamp string, got {_typename(v)}")
     try:
-        datetime.fromisoformat(v)
+        t = datetime.fromisoformat(v)
     except ValueError:
         raise RecordError(f, f"{_clip(v)!r} is not an ISO 8601 timestamp") from None
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise RecordError(f, f"{_clip(v)!r} has no time zone (add Z or an offset such as +00:00)")
+    if t < EARLIEST_EVENT_TIME:
+        raise RecordError(f, f"{_clip(v)!r} is absurd (before {EARLIEST_EVENT_TIME.year})")
     return v
+
+
+def event_epoch(rec: Record) -> float:
+    """A validated record's event time, in seconds since the epoch."""
+    return datetime.fromisoformat(rec["event_time"]).timestamp()
 
 
 def _date(v: Any, f: str) -> str:
@@ -354,8 +370,15 @@ def validate(kind: str, obj: Any) -> Record:
     return rec
 
 
-def decode(kind: str, raw: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> Record:
-    """Bytes off the wire -> validated record, or RecordError saying why not."""
+def decode(
+    kind: str, raw: bytes | None, max_bytes: int = MAX_RECORD_BYTES, latest: float | None = None
+) -> Record:
+    """Bytes off the wire -> validated record, or RecordError saying why not.
+
+    `latest` (epoch seconds): event times after it are refused. The worker passes the wall
+    clock plus a tolerance: a record from the future is a sender's bug, and one such record
+    must not reach the stages that reason about time.
+    """
     if raw is None:
         raise RecordError("record", "empty message (no value)")
     if len(raw) > max_bytes:
@@ -371,6 +394,11 @@ def decode(kind: str, raw: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> R
         raise RecordError("record", f"not valid JSON ({_clip(msg, 80)})") from None
     rec = validate(kind, obj)
     _check_unique_keys(raw, obj)
+    if latest is not None and event_epoch(rec) > latest:
+        ahead = datetime.fromtimestamp(latest, UTC).isoformat(timespec="seconds")
+        raise RecordError(
+            "event_time", f"{_clip(rec['event_time'])!r} is in the future (later than {ahead})"
+        )
     return rec
 
 

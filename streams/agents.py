@@ -21,6 +21,7 @@ from faust.types import EventT
 from models.outputs import Source
 from models.pipeline import (
     Ctx,
+    Failures,
     Incoming,
     StageMessage,
     consignee_batch,
@@ -33,8 +34,9 @@ from models.pipeline import (
 )
 from models.records import CATEGORIES, RecordError
 from models.rules import HoldCap, RulesFile
+from models.stream_time import StreamTime
 from streams import envelopes, metrics
-from streams.publishing import Outgoing, dead_letters, scored
+from streams.publishing import Outgoing, dead_letters, failed_letters, scored
 from streams.serving import ModelServer, follow
 from streams.settings import Settings
 from streams.tables import BatchedTable, Tables, define, in_event, sweep_bills
@@ -82,7 +84,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     rules = RulesFile(Path(s.rules) if s.rules else None)
     cap = HoldCap(s.hold_cap_per_hour)
     tables = define(app, s)
-    stream_time = [0.0]  # newest event time joined by this worker (epoch seconds)
+    stream_time = StreamTime()  # per partition of the input topics: bills expire by it
     pkey = s.pseudonym_key.encode()
 
     # stage batches count envelopes: about batch_size records
@@ -113,6 +115,13 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     async def flush(*changed: BatchedTable) -> None:
         for table in changed:
             await table.flush_changelog()
+
+    async def parked(stage: str, dead: Failures) -> None:
+        """Stage messages whose processing raised: to the dead letters, counted."""
+        if dead:
+            await send(failed_letters(dead))
+            metrics.count_dead_letters((m["source"]["topic"], err.field) for m, err in dead)
+            metrics.count_failures(stage, len(dead))
 
     async def unpack(events: Sequence[EventT]) -> tuple[list[EventT], list[StageMessage]]:
         """Records of stage envelopes, each with its envelope's event (so its partition).
@@ -148,10 +157,17 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
                 Incoming(kinds[ev.message.topic], _source(ev), ev.message.value) for ev in events
             ]
             metrics.count_records(item.source.topic for item in batch)
-            res = join_batch(batch, tables.bills, s.max_record_bytes, ctx=per_event(events))
-            stream_time[0] = max(stream_time[0], res.newest)
+            res = join_batch(
+                batch,
+                tables.bills,
+                s.max_record_bytes,
+                ctx=per_event(events),
+                clock=stream_time,
+                latest=time.time() + s.max_event_ahead_s,
+            )
             await send(dead_letters(res.dead))
             metrics.count_dead_letters((item.source.topic, err.field) for item, err in res.dead)
+            metrics.count_failures("join", res.failures)
             await forward(by_consignee, res.forward)
             record_forwarded(res.joined, tables.bills, ctx=per_event(events))
             metrics.REPLAYS_SKIPPED.labels("join").inc(res.replays)
@@ -162,7 +178,9 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
         # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
             evs, msgs = await unpack(events)
-            out = consignee_batch(msgs, tables.consignees, ctx=per_event(evs))
+            dead: Failures = []
+            out = consignee_batch(msgs, tables.consignees, ctx=per_event(evs), dead=dead)
+            await parked("consignee", dead)
             await forward(by_shipper, out)
             await flush(tables.consignees)
 
@@ -171,8 +189,11 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
         # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
             evs, msgs = await unpack(events)
-            parcels = shipper_batch(msgs, tables.shippers, ctx=per_event(evs))
-            parcel_events = [ev for ev, m in zip(evs, msgs, strict=True) if m["kind"] == "parcel"]
+            dead: Failures = []
+            parcels = shipper_batch(msgs, tables.shippers, ctx=per_event(evs), dead=dead)
+            await parked("shipper", dead)
+            event_of = {id(m): ev for ev, m in zip(evs, msgs, strict=True)}
+            parcel_events = [event_of[id(p)] for p in parcels]
             keep = undecided(parcels, tables.shippers, ctx=per_event(parcel_events))
             metrics.REPLAYS_SKIPPED.labels("score").inc(len(parcels) - len(keep))
             parcels = [parcels[i] for i in keep]
@@ -185,10 +206,14 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             reloaded = rules.refresh()
             if reloaded:
                 metrics.RULE_RELOADS.labels(reloaded).inc()
-            res = score_batch(parcels, scorer, pkey, rules.rules, cap)
+            unscored: Failures = []
+            res = score_batch(parcels, scorer, pkey, rules.rules, cap, dead=unscored)
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(parcels))
             await send(scored(res))
+            await parked("score", unscored)
+            parcels = [parcels[i] for i in res.decided]
+            parcel_events = [parcel_events[i] for i in res.decided]
             record_decisions(parcels, res.flagged, tables.shippers, ctx=per_event(parcel_events))
             await flush(tables.shippers)
             metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)
@@ -204,10 +229,8 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
 
     @app.timer(interval=s.bill_sweep_s)
     async def expire_bills() -> None:
-        if not stream_time[0]:
-            return
         try:  # housekeeping must never take the worker down
-            sweep_bills(tables.bills, s.bill_ttl_s, stream_time[0], s.topic("manifest_topic"))
+            sweep_bills(tables.bills, s.bill_ttl_s, stream_time, s.topic("manifest_topic"))
             await flush(tables.bills)
         except Exception:
             log.exception("bill expiry sweep failed; will retry at the next interval")

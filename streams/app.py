@@ -13,6 +13,7 @@ from faust.sensors.prometheus import PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from streams import agents, metadata, metrics, monitoring, rebalance, security
+from streams.patches.agent_errors import App, stopped_agents
 from streams.serving import ModelServer
 from streams.settings import Settings
 
@@ -20,7 +21,7 @@ from streams.settings import Settings
 def create_app(s: Settings, server: ModelServer) -> faust.App:
     rebalance.install()
     metadata.install()
-    app = faust.App(
+    app = App(
         s.app_id,
         broker=f"kafka://{s.bootstrap}",
         broker_credentials=security.faust_credentials(s),
@@ -44,6 +45,7 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
         autodiscover=False,
     )
     _serve_metrics(app)
+    _serve_liveness(app)
     # the app carries its tables (monitoring, tests); faust.App declares no such attribute
     app.tables_ = agents.register(app, s, server)  # type: ignore[attr-defined]
     monitoring.register(app, app.tables_)  # type: ignore[attr-defined]
@@ -62,3 +64,18 @@ def _serve_metrics(app: faust.App) -> None:
         # aiohttp's Response, which Faust's web server returns as is; Faust types views
         # with its own wrapper class
         return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})  # type: ignore[return-value]
+
+
+def _serve_liveness(app: App) -> None:
+    """/livez: 200 while every agent runs, 503 once one has stopped (Kubernetes' liveness
+    probe restarts the pod; the worker also exits by itself, streams/patches)."""
+
+    @app.page("/livez")
+    async def liveness(self: web.View, request: web.Request) -> web.Response:
+        stopped = stopped_agents(app)
+        if app.failure is None and not stopped:
+            return self.json({"status": "ok"})
+        reason = repr(app.failure[1]) if app.failure else "agent task ended"
+        # with no agent stopped, there is a failure (checked above), which mypy cannot see
+        body = {"status": "failed", "agents": stopped or [app.failure[0]], "reason": reason}  # type: ignore[index]
+        return self.json(body, status=503)

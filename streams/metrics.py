@@ -11,9 +11,9 @@ crashed at start; a fixed prefix also keeps dashboards the same whatever the app
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from functools import cache
 
 from faust.sensors.prometheus import FaustMetrics
@@ -57,6 +57,16 @@ TABLE_OPERATIONS = Counter(
     ["table", "operation"],
 )
 RULE_MATCHES = Counter("parcel_risk_rule_matches_total", "Decisions a rule matched", ["rule"])
+RECORD_FAILURES = Counter(
+    "parcel_risk_record_failures_total",
+    "Valid records whose processing raised in a stage: dead-lettered with the exception",
+    ["stage"],
+)
+AGENT_CRASHES = Counter(
+    "parcel_risk_agent_crashes_total",
+    "Agents that stopped on an exception; the worker then exits non-zero to be restarted",
+    ["agent"],
+)
 
 
 def count_records(topics: Iterable[str]) -> None:
@@ -71,17 +81,25 @@ def count_dead_letters(where: Iterable[tuple[str, str]]) -> None:
 
 
 def count_decisions(
-    flagged: Sequence[tuple[int, str, str]], rule_hits: Sequence[str], event_times: Sequence[str]
+    flagged: Sequence[tuple[int, str, str]],
+    rule_hits: Sequence[str],
+    event_times: Sequence[float],
 ) -> None:
-    """A scored batch: decisions, holds by category and action, rule matches, latency."""
+    """A scored batch: decisions, holds by category and action, rule matches, latency
+    (event times in epoch seconds, as the stages carry them)."""
     DECISIONS.inc(len(event_times))
     for (category, action), n in Tally((c, a) for _i, c, a in flagged).items():
         HOLDS.labels(category, action).inc(n)
     for rule, n in Tally(rule_hits).items():
         RULE_MATCHES.labels(rule).inc(n)
-    now = datetime.now(UTC)
+    now = time.time()
     for t in event_times:
-        LATENCY_SECONDS.observe(max(0.0, (now - datetime.fromisoformat(t)).total_seconds()))
+        LATENCY_SECONDS.observe(max(0.0, now - t))
+
+
+def count_failures(stage: str, n: int) -> None:
+    if n:
+        RECORD_FAILURES.labels(stage).inc(n)
 
 
 def count_table_operations(table: str, reads: int, writes: int) -> None:

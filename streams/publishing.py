@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.outputs import dead_letter
-from models.pipeline import Incoming, ScoreResult
+from models.outputs import Source, dead_letter
+from models.pipeline import Failures, Incoming, ScoreResult
 from models.records import RecordError, encode
 
 
@@ -43,3 +43,13 @@ def dead_letters(dead: Sequence[tuple[Incoming, RecordError]]) -> list[Outgoing]
         )
         for item, err in dead
     ]
+
+
+def failed_letters(dead: Failures) -> list[Outgoing]:
+    """Dead letters of stage messages that raised: the source names the input record (its
+    topic, partition, offset), the bytes are the stage message that carried it."""
+    out = []
+    for m, err in dead:
+        letter = dead_letter(Source(**m["source"]), encode(m), err)
+        out.append(Outgoing("deadletter", b"", encode(letter)))
+    return out

@@ -52,6 +52,9 @@ class Settings:
     max_record_bytes: int = 256 * 1024
     bill_ttl_s: float = 30 * 86_400.0  # bills not seen for this long are forgotten
     bill_sweep_s: float = 600.0
+    # records whose event time is further ahead of the wall clock go to the dead letters
+    # (clock skew and a mislabelled time zone fit in a day; the year 9999 does not)
+    max_event_ahead_s: float = 86_400.0
     # worker
     web_host: str = "127.0.0.1"
     web_port: int = 6066

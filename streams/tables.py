@@ -28,7 +28,8 @@ from faust.serializers.codecs import dumps
 from faust.streams import _current_event
 from faust.types import TP
 
-from models.join import expired
+from models.join import expired, partition_of
+from models.stream_time import StreamTime
 from streams import metrics
 from streams.settings import Settings
 
@@ -149,13 +150,15 @@ class PartitionEvent:
         self.message = SimpleNamespace(partition=partition, topic=topic)
 
 
-def sweep_bills(bills: faust.Table, ttl_s: float, now: float, source_topic: str) -> int:
-    """Forget bills not seen for `ttl_s`, each in its own partition; returns how many.
-
-    `now` is stream time (the newest event time seen), not the wall clock: a backfill of
-    last year's traffic must not expire the bills it is joining.
+def sweep_bills(bills: faust.Table, ttl_s: float, clock: StreamTime, source_topic: str) -> int:
+    """Forget bills not written for `ttl_s` of their partition's stream time, each in its
+    own partition; returns how many. A partition with no stream time yet keeps its bills.
     """
-    stale = [(k, v["partition"]) for k, v in list(bills.items()) if v and expired(v, now, ttl_s)]
+    stale = []
+    for key, bill in list(bills.items()):
+        now = clock.now(partition_of(bill)) if bill else None
+        if now is not None and expired(bill, now, ttl_s):
+            stale.append((key, partition_of(bill)))
     for key, partition in stale:
         ev = PartitionEvent(partition, source_topic)
         with in_event(ev):

@@ -380,8 +380,10 @@ def test_worker_settings_and_probes():
     assert env["PARCEL_RISK_PSEUDONYM_KEY"]["secretKeyRef"]["name"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["web"] == int(env["PARCEL_RISK_WEB_PORT"])
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/metrics", "port": "web"}, probe
+    # liveness fails when an agent has stopped, while /metrics would still answer
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "web"}
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"] for v in one("Deployment")["spec"]["template"]["spec"]["volumes"]}
     assert mounts[env["PARCEL_RISK_DATA_DIR"]] in volumes

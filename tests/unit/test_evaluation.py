@@ -22,10 +22,11 @@ def _exported(model_dir: Path, path: Path) -> list[dict]:
     decisions joined with dispositions, one row per revision."""
     gen = TrafficGenerator(GeneratorConfig(seed=11))
     batch = [
-        Incoming(ev.kind, Source(f"parcels.{ev.kind}", 0, n), ev.value)
+        Incoming(ev.kind, Source(f"parcels.{ev.kind}", 0, n, ev.key.encode()), ev.value)
         for n, ev in enumerate(gen.events(1500))
     ]
     joined = join_batch(batch, {}, MAX_RECORD_BYTES)
+    assert not joined.dead
     staged = consignee_batch([m for _, m in joined.forward], {})
     parcels = shipper_batch([m for _, m in staged], {})
     decisions = score_batch(parcels, Scorer(load(model_dir)), b"key").decisions

@@ -100,7 +100,7 @@ def test_shipper_vague_share_counts_what_desc_vague_flags() -> None:
         {**MANIFEST, "hawb": "HV3", "event_time": "2025-03-02T10:00:00+00:00"},
     ]
     batch = [
-        Incoming("manifest", Source("parcels.manifest", 0, i), orjson.dumps(r))
+        Incoming("manifest", Source("parcels.manifest", 0, i, r["hawb"].encode()), orjson.dumps(r))
         for i, r in enumerate(records)
     ]
     forward = join_batch(batch, bills, 1 << 20).forward

@@ -41,7 +41,7 @@ def test_decision_and_hold_carry_what_their_readers_need() -> None:
     assert hold["reasons"] == ["value per kg far below its HS heading"]
     assert hold["shipper"]["name"] == MANIFEST["shipper"]["name"]
 
-    out = scored(ScoreResult([decision], [hold], [(0, "fentanyl", "hold")]))
+    out = scored(ScoreResult([decision], [hold], [(0, "fentanyl", "hold")], [0.0]))
     assert [(o.output, o.key) for o in out] == [
         ("decisions", b"HX12345678"),
         ("holds", b"HX12345678"),

@@ -46,6 +46,11 @@ def _broken(base: dict[str, Any], path: str, value: Any) -> bytes:
     return orjson.dumps(rec)
 
 
+def _digits(ascii_digits: str, zero: int) -> str:
+    """The same number in another script's digits (which Python's \\d also matches)."""
+    return "".join(chr(zero + int(c)) for c in ascii_digits)
+
+
 @pytest.mark.parametrize(
     ("kind", "path", "value", "field", "words"),
     [
@@ -62,6 +67,14 @@ def _broken(base: dict[str, Any], path: str, value: Any) -> bytes:
         ("entry", "entry_type", "99", "entry_type", "not one of"),
         ("entry", "lines", [], "lines", "must have 1"),
         ("entry", "entry_number", "AB100123450", "entry_number", "check digit"),
+        # issue 15: valid in form, absurd or ambiguous in meaning
+        ("manifest", "event_time", "2026-06-01T10:00:00", "event_time", "no time zone"),
+        ("manifest", "event_time", "1970-01-01T00:00:00Z", "event_time", "absurd"),
+        ("entry", "event_time", "2026-06-01T10:00", "event_time", "no time zone"),
+        # digits of other scripts: full-width, Devanagari, Arabic-Indic
+        ("entry", "lines.0.hts", _digits("6404110000", 0xFF10), "lines[0].hts", "10-digit"),
+        ("entry", "port_of_entry", _digits("2720", 0x0966), "port_of_entry", "4-digit"),
+        ("manifest", "mawb", _digits("78412345675", 0x0660), "mawb", "11 digits"),
     ],
 )
 def test_bad_field_is_named(kind: str, path: str, value: Any, field: str, words: str) -> None:
@@ -162,3 +175,12 @@ def test_check_digits() -> None:
         for i, x in enumerate(reversed(digits))
     )
     assert total % 10 == 0
+
+
+def test_event_time_in_the_future_is_refused_against_the_given_bound() -> None:
+    late = _broken(MANIFEST, "event_time", "9999-12-31T00:00:00Z")
+    assert decode("manifest", late)["hawb"]  # no bound: offline data may be anything valid
+    with pytest.raises(RecordError) as info:
+        decode("manifest", late, latest=1_800_000_000.0)
+    assert info.value.field == "event_time" and "in the future" in info.value.reason
+    assert decode("manifest", encode(MANIFEST), latest=1_800_000_000.0)

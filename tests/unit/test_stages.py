@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import time
 from typing import Any
 
 import orjson
@@ -20,14 +21,17 @@ from models.pipeline import (
     shipper_batch,
     undecided,
 )
-from streams.publishing import dead_letters
+from models.stream_time import WINDOW, StreamTime
+from streams.publishing import dead_letters, failed_letters
 from streams.tables import sweep_bills
 from tests.samples import ENTRY, MANIFEST
 
 
 def _in(kind: str, rec: dict[str, Any] | bytes, offset: int = 0) -> Incoming:
+    """An input record, keyed by its HAWB as producers must."""
     raw = rec if isinstance(rec, bytes) else orjson.dumps(rec)
-    return Incoming(kind, Source(f"parcels.{kind}", 0, offset, b"k"), raw)
+    key = b"HX12345678" if isinstance(rec, bytes) else rec["hawb"].encode()
+    return Incoming(kind, Source(f"parcels.{kind}", 0, offset, key), raw)
 
 
 def _disposition(hawb: str, outcome: str) -> dict[str, Any]:
@@ -205,9 +209,88 @@ def test_expiry_sweep_forgets_old_bills() -> None:
         pass
 
     bills = FakeTable()
-    join_batch([_in("manifest", MANIFEST)], bills, 1 << 20)
+    clock = StreamTime()
+    join_batch([_in("manifest", MANIFEST)], bills, 1 << 20, clock=clock)
     newer = copy.deepcopy(MANIFEST) | {"hawb": "HX9", "event_time": "2025-04-20T00:00:00Z"}
-    join_batch([_in("manifest", newer, 1)], bills, 1 << 20)
-    now = bills["HX9"]["last_seen"] + 5 * history.DAY
-    assert sweep_bills(bills, 30 * history.DAY, now, "parcels.manifest") == 1  # type: ignore[arg-type]
-    assert set(bills) == {"HX9"}
+    later = [
+        _in("manifest", {**newer, "hawb": f"HY{k}"}, 2 + k) for k in range(WINDOW)
+    ]  # enough records at the newer time to move the partition's clock
+    join_batch([_in("manifest", newer, 1), *later], bills, 1 << 20, clock=clock)
+    assert sweep_bills(bills, 30 * history.DAY, clock, "parcels.manifest") == 1  # type: ignore[arg-type]
+    assert "HX12345678" not in bills and "HX9" in bills
+
+
+def test_one_far_future_record_erases_no_bill() -> None:
+    """Issue 15: one record dated 9999 moved stream time there and the sweep erased every
+    bill. It is now refused, and a future record inside the tolerance cannot move it."""
+    bills: dict = {}
+    clock = StreamTime()
+    join_batch([_in("manifest", MANIFEST)], bills, 1 << 20, clock=clock, latest=time.time())
+    far = copy.deepcopy(MANIFEST) | {"hawb": "HFAR", "event_time": "9999-12-31T00:00:00Z"}
+    res = join_batch([_in("manifest", far, 1)], bills, 1 << 20, clock=clock, latest=time.time())
+    ((_, err),) = res.dead
+    assert err.field == "event_time" and "in the future" in err.reason
+    soon = copy.deepcopy(MANIFEST) | {"hawb": "HSOON", "event_time": "2099-01-01T00:00:00Z"}
+    join_batch([_in("manifest", soon, 2)], bills, 1 << 20, clock=clock)  # no bound: offline
+    assert sweep_bills(bills, 30 * history.DAY, clock, "parcels.manifest") == 0  # type: ignore[arg-type]
+    res = join_batch([_in("entry", ENTRY, 3)], bills, 1 << 20, clock=clock, latest=time.time())
+    ((_, joined),) = res.forward
+    assert joined["revision"] == 2 and joined["view"]["manifest"] is not None
+
+
+def test_naive_event_time_goes_to_the_dead_letters() -> None:
+    naive = copy.deepcopy(MANIFEST) | {"event_time": "2026-06-01T10:00:00"}
+    res = join_batch([_in("manifest", naive)], {}, 1 << 20)
+    ((_, err),) = res.dead
+    assert err.field == "event_time" and "time zone" in err.reason
+    assert not res.forward
+
+
+def test_a_record_that_raises_is_parked_and_the_batch_goes_on() -> None:
+    class BrokenStore(dict):
+        """A table whose store fails for one key (what a corrupt value does)."""
+
+        def get(self, key: str, default: Any = None) -> Any:
+            if key == "HBAD":
+                raise OSError("corrupt value in store")
+            return super().get(key, default)
+
+    bad = copy.deepcopy(MANIFEST) | {"hawb": "HBAD"}
+    res = join_batch([_in("manifest", bad), _in("manifest", MANIFEST, 1)], BrokenStore(), 1 << 20)
+    assert [m["view"]["hawb"] for _, m in res.forward] == ["HX12345678"]
+    ((item, err),) = res.dead
+    assert item.source.offset == 0 and err.field == "record"
+    assert "OSError: corrupt value in store" in err.reason and res.failures == 1
+
+
+def test_history_stages_park_a_message_that_raises() -> None:
+    res = join_batch([_in("manifest", MANIFEST)], {}, 1 << 20)
+    msgs = [m for _, m in res.forward]
+    broken = copy.deepcopy(msgs[0])
+    broken["event_epoch"] = "not a time"  # history arithmetic on it raises
+    broken["view"]["manifest"] = None  # and a parcel with no record at all
+    dead: list = []
+    out = consignee_batch([broken, *msgs], {}, dead=dead)
+    assert [m for _, m in out] == msgs
+    ((m, err),) = dead
+    assert m is broken and err.field == "record" and "TypeError" in err.reason
+    dead = []
+    assert shipper_batch([broken, *msgs], {}, dead=dead) == msgs
+    assert len(dead) == 1
+    (letter,) = failed_letters(dead)
+    value = orjson.loads(letter.value)
+    assert value["source"] == msgs[0]["source"] and "neither a manifest nor" in value["reason"]
+
+
+def test_a_record_not_keyed_by_its_hawb_is_refused() -> None:
+    """Records of one bill meet only in one partition: a key other than the HAWB (or none)
+    would leave the bill unjoined forever, so it is refused with the reason."""
+    for key in (b"another-key", None, b"hx12345678"):
+        item = Incoming("manifest", Source("parcels.manifest", 0, 0, key), orjson.dumps(MANIFEST))
+        res = join_batch([item], {}, 1 << 20)
+        ((_, err),) = res.dead
+        assert err.field == "key" and "HX12345678" in err.reason
+    lower = copy.deepcopy(MANIFEST) | {"hawb": "hx12345678"}  # normalised to upper case
+    assert join_batch([_in("manifest", lower | {"hawb": "HX12345678"})], {}, 1 << 20).forward
+    item = Incoming("manifest", Source("m", 0, 0, b"HX12345678"), orjson.dumps(lower))
+    assert join_batch([item], {}, 1 << 20).forward  # the HAWB itself may come in lower case

@@ -1,0 +1,37 @@
+"""A Faust worker whose agent raises, for tests/integration/test_agent_crash.py.
+
+`python -m tests.integration.crashing_app BROKER TOPIC WEB_PORT patched|plain`: with the
+project's App (streams/patches) the worker must exit non-zero; with Faust's own it stays up.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import faust
+
+from streams.patches.agent_errors import App
+
+
+def main() -> None:
+    broker, topic, port, kind = sys.argv[1:5]
+    cls = App if kind == "patched" else faust.App
+    app = cls(
+        f"crash-{topic}",
+        broker=f"kafka://{broker}",
+        store="memory://",
+        web_port=int(port),
+        autodiscover=False,
+        topic_allow_declare=True,
+    )
+
+    @app.agent(app.topic(topic, partitions=1))
+    async def fails(stream):  # type: ignore[no-untyped-def]
+        async for _value in stream:
+            raise RuntimeError("a stage that cannot go on")
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
