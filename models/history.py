@@ -70,10 +70,10 @@ def shipper_features(state: Mapping[str, Any] | None, now: float) -> dict[str, f
     n = state.get("parcels", 0)  # a state may hold only seizures or holds so far
     mean = state["value_sum"] / n if n else math.nan
     var = state["value_sq"] / n - mean * mean if n else math.nan
-    first = state.get("first_seen", now)
+    first = state.get("first_seen")  # None: no parcel of it seen yet
     return {
         "parcels": float(n),
-        "age_days": max(0.0, (now - first) / DAY) if math.isfinite(first) else 0.0,
+        "age_days": max(0.0, (now - first) / DAY) if first is not None else 0.0,
         "value_mean": mean,
         "value_cv": math.sqrt(max(var, 0.0)) / mean if n and mean > 0 else math.nan,
         "distinct_consignees": float(len(state.get("consignees", ()))),
@@ -85,11 +85,11 @@ def shipper_features(state: Mapping[str, Any] | None, now: float) -> dict[str, f
     }
 
 
-def _shipper(state: Mapping[str, Any] | None, first_seen: float) -> dict[str, Any]:
+def _shipper(state: Mapping[str, Any] | None) -> dict[str, Any]:
     """A copy of a shipper's state with every counter present (a state may so far hold
-    only seizures, holds or remembered events)."""
+    only seizures, holds or remembered events, and then no first_seen)."""
     counters = {"parcels": 0, "value_sum": 0.0, "value_sq": 0.0, "vague": 0, "holds": 0}
-    return {**counters, "first_seen": first_seen, **(state or {})}
+    return {**counters, **(state or {})}
 
 
 def observe_shipper_parcel(
@@ -98,9 +98,11 @@ def observe_shipper_parcel(
     """Count a parcel (first revision) in its shipper's history: its value in USD, its
     consignee, whether its description is vague."""
     value = parcel.value_usd(view)
-    s = _shipper(state, now)
+    s = _shipper(state)
     s["parcels"] += 1
-    s["first_seen"] = min(s["first_seen"], now)
+    # unknown until a parcel is seen: never infinity, which a JSON table stores as null
+    first = s.get("first_seen")
+    s["first_seen"] = now if first is None else min(first, now)
     s["last_seen"] = max(s.get("last_seen", now), now)
     if value == value:  # not NaN
         s["value_sum"] += value
@@ -112,7 +114,7 @@ def observe_shipper_parcel(
 
 
 def observe_hold(state: dict[str, Any] | None) -> dict[str, Any]:
-    s = _shipper(state, math.inf)
+    s = _shipper(state)
     s["holds"] += 1
     return s
 

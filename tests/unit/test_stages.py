@@ -187,6 +187,26 @@ def test_a_published_decision_is_not_made_again_on_replay() -> None:
     assert undecided(parcels, fresh) == [1]
 
 
+def test_a_shipper_known_first_by_a_hold_survives_the_json_table() -> None:
+    """The worker's tables store JSON, where infinity comes back as null: a shipper state
+    begun by a hold (no parcel of it counted yet) must read and count as a new one."""
+    bills: dict = {}
+    consignees: dict = {}
+    (p,) = _through([_in("manifest", MANIFEST)], bills, consignees, {})
+    shippers: dict = {}
+    record_decisions([p], [(0, "counterfeit", "hold")], shippers)
+    stored = {k: orjson.loads(orjson.dumps(v)) for k, v in shippers.items()}
+    (state,) = stored.values()
+    assert history.shipper_features(state, 1e9)["age_days"] == 0.0
+    m2 = {**MANIFEST, "hawb": "HX2", "event_time": "2025-03-03T10:00:00+00:00"}
+    (p2,) = _through([_in("manifest", m2, 1)], bills, consignees, stored)
+    assert p2["view"]["shipper_history"]["prior_holds"] == 1.0
+    m3 = {**MANIFEST, "hawb": "HX3", "event_time": "2025-03-04T10:00:00+00:00"}
+    (p3,) = _through([_in("manifest", m3, 2)], bills, consignees, stored)
+    assert p3["view"]["shipper_history"]["parcels"] == 1.0
+    assert p3["view"]["shipper_history"]["age_days"] == 1.0
+
+
 def test_remembered_events_are_bounded() -> None:
     state: dict = {}
     for i in range(history.RECENT + 5):
