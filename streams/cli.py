@@ -468,7 +468,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             if failed is not None and not err.is_terminal:
                 err.print(failure_panel(failed))  # a terminal has it in the view already
-            stopped = ", ".join(f"the {c.name}" for c in children if c is not failed)
+            stopped = ", ".join(f"the {c.name}" for c in reversed(children) if c is not failed)
             err.print(f"stopped {stopped or 'nothing'}" + (" and the broker" if ours else ""))
     if failed is not None:
         with contextlib.suppress(OSError):

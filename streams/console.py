@@ -188,6 +188,8 @@ class Dashboard:
             f"[bold]{self.rate():,.0f}[/] decisions/s",
             f"input [bold]{_per_s(self.input_rate.per_second())}[/] records/s",
             lag,
+        )
+        summary.add_row(
             f"decisions [bold]{self.decisions:,}[/]",
             f"dead letters [bold]{self.dead:,}[/]",
             f"up {self.clock() - self.started:,.0f}s",
