@@ -23,7 +23,7 @@ from rich.table import Table
 
 from streams.security import connection
 from streams.settings import Settings
-from streams.supervise import Child, first_failure
+from streams.supervise import Child, describe_exit, first_failure
 from streams.topics import INPUT_TOPICS, partitions
 
 
@@ -204,24 +204,21 @@ class Dashboard:
         )
         parts: list[Any] = [summary, cats]
         if self.children:
-            parts.append(
-                "  ".join(
-                    f"{c.name} pid {c.pid} "
-                    + (
-                        "[green]running[/]"
-                        if c.proc.poll() is None
-                        else "[dim]finished[/]"
-                        if c.finished
-                        else f"[red]{c.failure() or 'stopped'}[/]"
-                    )
-                    for c in self.children
-                )
-            )
+            parts.append("   ".join(_state(c) for c in self.children))
         view: list[Any] = [Panel(Group(*parts), title="parcel-risk live")]
         if self.failed is not None:
             view.append(failure_panel(self.failed))
         view.append(holds_table(list(self.latest)))
         return Group(*view)
+
+
+def _state(child: Child) -> str:
+    code = child.proc.poll()
+    if code is None:
+        return f"{child.name} pid {child.pid} [green]running[/]"
+    if child.failure() is None:
+        return f"{child.name} pid {child.pid} [dim]finished[/]"
+    return f"{child.name} pid {child.pid} [red]{describe_exit(code)}[/]"
 
 
 def failure_panel(child: Child) -> Panel:

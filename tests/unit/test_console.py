@@ -123,6 +123,7 @@ def test_a_dead_child_is_named_with_its_exit_and_the_last_lines_of_its_log(
     board.failed = child
     shown = text(board)
     assert f"worker (pid {child.pid}) exited with code 3" in shown
+    assert f"worker pid {child.pid} exited with code 3" in shown  # its state in the panel
     assert "Traceback: DuplicateTimeseries" in shown
     assert "an older run's line" not in shown  # only what this run wrote
 
