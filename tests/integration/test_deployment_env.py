@@ -12,11 +12,14 @@ looked for in the source tree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -34,13 +37,36 @@ from tests.unit.test_deploy_configs import K8S, env_of, worker_container
 pytestmark = pytest.mark.integration
 
 
-def listening_on_all_addresses(port: int) -> bool:
-    """A LISTEN socket on 0.0.0.0:port (what lets probes and Prometheus reach the pod)."""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        if local == f"00000000:{port:04X}" and state == "0A":
-            return True
-    return False
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The (address, port) pairs a process listens on (its own sockets, IPv4 and IPv6)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                address, port = cols[1].split(":")
+                raw = bytes.fromhex(address)
+                if table == "tcp":
+                    ip = str(ipaddress.IPv4Address(raw[::-1]))
+                else:  # four little-endian 32-bit words
+                    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                    ip = str(ipaddress.IPv6Address(words))
+                found.add((ip, int(port, 16)))
+    return found
+
+
+def status(url: str) -> int:
+    """The HTTP status of a GET (an error status is an answer too)."""
+    try:
+        return urllib.request.urlopen(url, timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 async def test_the_installed_worker_runs_with_the_deployments_environment(
@@ -100,7 +126,10 @@ async def test_the_installed_worker_runs_with_the_deployments_environment(
             return "parcel_risk_" in metrics()
 
         assert await eventually(up, timeout=180), log.read_text(errors="replace")[-5000:]
-        assert listening_on_all_addresses(port)
+        # the pod listens on every interface (probes, Prometheus), with /metrics only
+        assert ("0.0.0.0", port) in listening(worker.pid)
+        assert status(f"http://127.0.0.1:{port}/table/") == 404
+        assert status(f"http://127.0.0.1:{port}/router/") == 404
         events = list(TrafficGenerator(GeneratorConfig(seed=23)).events(300))
         await produce_events(s, events)
         manifests = {e.key for e in events if e.kind == "manifest" and e.bad_reason is None}

@@ -26,6 +26,7 @@ import pytest
 
 from streams.settings import ROOT, Settings
 from tests.conftest import KAFKA_PORT, free_port, wait_for
+from tests.integration.test_deployment_env import listening, status
 from tests.unit.test_supervise import alive, gone_within
 
 pytestmark = pytest.mark.integration
@@ -164,6 +165,8 @@ def test_run_with_no_setting_changed_publishes_holds_and_ctrl_c_leaves_nothing(
 ) -> None:
     if not any(DEFAULTS.model_dir.glob("*/meta.json")):
         pytest.fail(f"no model in {DEFAULTS.model_dir}: `make test` trains one (make model)")
+    if not _port_free(DEFAULTS.web_port):
+        pytest.fail(f"port {DEFAULTS.web_port} is taken: the default worker could not listen")
     start_ms = int(time.time() * 1000)
     run = runs(["run"])  # as the README says, with nothing set
     worker, feed = run.pids()
@@ -186,7 +189,9 @@ def test_run_with_no_setting_changed_publishes_holds_and_ctrl_c_leaves_nothing(
         assert all(0.0 <= v <= 1.0 for v in h["scores"].values())
         assert h["category"] in h["scores"] and h["action"] in ("hold", "review")
         assert h["reasons"] and all(isinstance(r, str) and r.strip() for r in h["reasons"])
-    # the default web server: /metrics on 127.0.0.1:6066, this run's decisions counted
+    # the default web server: /metrics on 127.0.0.1:6066 and nowhere else, no table views
+    assert listening(worker) == {("127.0.0.1", DEFAULTS.web_port)}
+    assert status(f"http://127.0.0.1:{DEFAULTS.web_port}/table/") == 404
     text = metrics_text(DEFAULTS.web_port)
     decided = sum(
         float(line.split()[-1])

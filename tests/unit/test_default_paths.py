@@ -80,3 +80,18 @@ def test_the_rules_configmap_is_deploy_rules_toml_mounted_where_the_worker_reads
 def test_a_missing_rules_file_is_refused_naming_the_setting(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match=r"rules.toml: cannot read .*PARCEL_RISK_RULES"):
         RulesFile(tmp_path / "deploy" / "rules.toml")
+
+
+def test_the_web_server_binds_where_the_settings_say_and_serves_no_table_views(
+    tmp_path: Path,
+) -> None:
+    """Faust binds to `web_bind` (every interface by default), not to `web_host`: the
+    default worker listened on 0.0.0.0, with /table views of names and addresses."""
+    from streams.app import create_app
+
+    for host in ("127.0.0.1", "0.0.0.0"):  # the default, and deploy/k8s's
+        s = Settings(web_host=host, store="memory://", data_dir=tmp_path)
+        app = create_app(s, server=None)  # type: ignore[arg-type]  # only used while running
+        assert app.conf.web_bind == host
+        assert not app.conf.web_tables_enabled and not app.conf.web_router_enabled
+    assert Settings().web_host == "127.0.0.1"
