@@ -46,6 +46,7 @@ def rss_while_generating(count: int, warmup: int, pps: float) -> dict[str, float
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    print(f"feed RSS: {done.stdout.strip()}")  # the figures, with -s
     return json.loads(done.stdout)
 
 
