@@ -37,8 +37,8 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
         # URLs; bind where the settings say (127.0.0.1 unless deployed)
         web_bind=s.web_host,
         web_port=s.web_port,
-        # only /metrics is needed: Faust's /table views would serve table values (names,
-        # addresses) and /router which worker holds a key, to whoever reaches the port
+        # only /metrics and /livez are needed: Faust's /table views would serve table values
+        # (names, addresses) and /router which worker holds a key, to whoever reaches the port
         web_tables_enabled=False,
         web_router_enabled=False,
         web_in_thread=False,
