@@ -51,8 +51,9 @@ model: setup
 run: model
 	$(BIN)/parcel-risk run
 
-## make test: unit tests, then integration tests against the real local broker
-test: setup tools promtool $(SCHEMAS)
+## make test: unit tests, then integration tests against the real local broker; `model`
+## because one test runs `parcel-risk run` with every default, artifacts/models included
+test: setup tools promtool $(SCHEMAS) model
 	$(BIN)/ruff check streams models tests benchmarks deploy
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
@@ -60,7 +61,7 @@ test: setup tools promtool $(SCHEMAS)
 unit: setup
 	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
-integration: setup
+integration: setup model
 	$(BIN)/python -m pytest -q -m "integration and not slow"
 
 slow: setup

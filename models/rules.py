@@ -351,7 +351,15 @@ class RulesFile:
         self.rules = RuleSet()
         self.last_error = ""
         if path is not None:
-            self.rules = parse(path.read_text(), str(path))  # refuse to start on a bad file
+            try:
+                text = path.read_text()
+            except OSError as exc:  # e.g. the source tree's default, missing where installed
+                raise RulesError(
+                    f"{path}: cannot read the rules file ({exc.strerror}); point "
+                    "PARCEL_RISK_RULES at one (deploy/rules.toml), or set it empty for the "
+                    "model alone"
+                ) from None
+            self.rules = parse(text, str(path))  # refuse to start on a bad file
             self.mtime = path.stat().st_mtime
 
     def refresh(self) -> str | None:

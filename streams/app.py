@@ -33,7 +33,14 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
         broker_session_timeout=s.session_timeout_s,
         consumer_auto_offset_reset="earliest",
         web_host=s.web_host,
+        # Faust binds to web_bind (default: every interface) and only names web_host in
+        # URLs; bind where the settings say (127.0.0.1 unless deployed)
+        web_bind=s.web_host,
         web_port=s.web_port,
+        # only /metrics and /livez are needed: Faust's /table views would serve table values
+        # (names, addresses) and /router which worker holds a key, to whoever reaches the port
+        web_tables_enabled=False,
+        web_router_enabled=False,
         web_in_thread=False,
         producer_linger_ms=5,
         producer_max_batch_size=256 * 1024,

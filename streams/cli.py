@@ -346,32 +346,24 @@ def cmd_watch(a: argparse.Namespace) -> int:
     return 0
 
 
-def _spawn(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", *args],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=ROOT,
-    )
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP (a supervisor, a closed terminal): stop everything as Ctrl-C does."""
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signal.Signals(signum).name)
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    """The demo: worker + synthetic feed in the background, live dashboard in front."""
-    from streams.console import watch
+    """The demo: worker + synthetic feed in the background, live dashboard in front.
+
+    The children are watched: if one dies (a finite feed that finishes is not a death),
+    the view says which, how and the last lines of its log, the rest is stopped and `run`
+    exits 1. However `run` ends (Ctrl-C, SIGTERM, SIGHUP, or SIGKILL through the children's
+    parent-death signal) no child is left behind.
+    """
+    from streams.console import failure_panel, watch
+    from streams.supervise import Child, spawn, stop
     from streams.topics import ensure_topics
 
     s = _settings(a)
@@ -385,35 +377,33 @@ def cmd_run(a: argparse.Namespace) -> int:
         ).returncode
         != 0
     )
-    if ours:
-        subprocess.run([*broker, "start", "--port", port], check=True)
-    asyncio.run(ensure_topics(s))
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_stopped)
     logs = ROOT / ".local" / "logs"
-    worker = _spawn(["worker"], logs / "worker.log")
-    feed = _spawn(
-        [
-            "generate",
-            "--count",
-            str(a.count),
-            "--rate",
-            str(a.rate),
-            "--bad-fraction",
-            str(a.bad_fraction),
-            "--seed",
-            str(int(time.time())),
-        ],
-        logs / "feed.log",
-    )
-    err.print(f"worker pid {worker.pid}, feed pid {feed.pid}; logs in {logs}; Ctrl-C stops")
+    cli = [sys.executable, "-m", "streams.cli"]
+    children: list[Child] = []
+    failed: Child | None = None
     try:
-        asyncio.run(watch(s, a.seconds))
-    except KeyboardInterrupt:
+        if ours:
+            subprocess.run([*broker, "start", "--port", port], check=True)
+        asyncio.run(ensure_topics(s))
+        children.append(spawn("worker", [*cli, "worker"], logs / "worker.log", ROOT))
+        feed_args = ["generate", "--count", str(a.count), "--rate", str(a.rate)]
+        feed_args += ["--bad-fraction", str(a.bad_fraction), "--seed", str(int(time.time()))]
+        children.append(spawn("feed", [*cli, *feed_args], logs / "feed.log", ROOT, may_finish=True))
+        err.print(
+            f"worker pid {children[0].pid}, feed pid {children[1].pid}; "
+            f"logs in {logs}; Ctrl-C stops"
+        )
+        failed = asyncio.run(watch(s, a.seconds, children)).failed
+    except (KeyboardInterrupt, _Stopped):
         pass
     finally:
         # clean-up must finish: a second Ctrl-C or a closed terminal must not cut it short
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for proc in (feed, worker):
-            _stop(proc)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        for child in reversed(children):
+            stop(child)
         if ours:
             subprocess.run(
                 [*broker, "stop", "--port", port],
@@ -422,7 +412,14 @@ def cmd_run(a: argparse.Namespace) -> int:
                 stderr=subprocess.DEVNULL,
             )
         with contextlib.suppress(OSError):
-            err.print("stopped the worker, the feed" + (" and the broker" if ours else ""))
+            if failed is not None and not err.is_terminal:
+                err.print(failure_panel(failed))  # a terminal has it in the view already
+            stopped = ", ".join(f"the {c.name}" for c in reversed(children) if c is not failed)
+            err.print(f"stopped {stopped or 'nothing'}" + (" and the broker" if ours else ""))
+    if failed is not None:
+        with contextlib.suppress(OSError):
+            err.print(f"[red]error:[/] {failed.failure()}")
+        return 1
     return 0
 
 
