@@ -75,7 +75,7 @@ def producer_for(s: Settings, **overrides: object) -> AIOKafkaProducer:
         "max_request_size": 4 * 1024 * 1024,
     }
     options.update(overrides)
-    return AIOKafkaProducer(**options)  # type: ignore[arg-type]
+    return AIOKafkaProducer(**options)
 
 
 async def produce_events(
@@ -147,7 +147,10 @@ async def feed(
     else:
         labels_path.parent.mkdir(parents=True, exist_ok=True)
         with labels_path.open("wb") as f:
-            sink = lambda label: f.write(label_line(label))  # noqa: E731
+
+            def sink(label: Label) -> None:
+                f.write(label_line(label))
+
             events = traffic(config, count, live=rate > 0, label_sink=sink)
             stats = await produce_events(s, events, rate, progress)
     stats.parcels = count

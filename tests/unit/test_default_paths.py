@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.rules import RulesError, RulesFile
+from models.rules import RulesError, RulesFile
 from streams.settings import ROOT, Settings
 from tests.unit.test_deploy_configs import K8S, env_of, one, worker_container
 
