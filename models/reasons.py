@@ -1,11 +1,13 @@
 """Reasons: why a parcel scored high, in words an analyst can act on.
 
-Attribution by occlusion: for each flagged parcel, each explainable feature in turn is set
-to its typical (training median) value and the parcel is rescored; the features whose
-removal drops the score most are candidate reasons. All perturbed rows of a batch go
-through one `predict_proba` call (the parcels' own scores come from the scoring pass), and
-only features that can become a reason are perturbed: a missing (NaN) value, a value equal
-to the median or a feature without a sentence is never one.
+Attribution by occlusion: for each flagged parcel, each fact in turn is made typical (its
+features set to their training medians) and the parcel is rescored; the facts whose
+removal drops the score most are candidate reasons. A fact is the group of features one
+sentence is about (the declared value, the threshold gap and the entry/manifest ratio are
+one value), so correlated features do not hide each other's contribution. All perturbed
+rows of a batch go through one `predict_proba` call (the parcels' own scores come from the
+scoring pass), and only values that can make a reason are perturbed: a missing (NaN)
+value, a value already typical or a feature without a sentence never is one.
 
 A reason is the analyst's case for opening the parcel, so a candidate is kept only if it
 is a true sentence about a value that exists and is evidence for the category being
@@ -115,12 +117,13 @@ def explain(
     if base is None:
         base = model.predict_proba(X)[np.arange(n), labels]
     med = np.asarray(medians, dtype=np.float32)
-    cand = np.isfinite(X) & _EXPLAINABLE[None, :] & (med[None, :] != X)
-    rows, cols = np.nonzero(cand)
+    movable = np.isfinite(X) & (med[None, :] != X)  # (n, f): values occlusion can change
+    cand = (movable[:, None, :] & _MEMBERS[None, :, :]).any(axis=2)  # (n, groups)
+    rows, groups = np.nonzero(cand)
     drops = np.empty(0)
     if len(rows):
-        perturbed = X[rows].copy()
-        perturbed[np.arange(len(rows)), cols] = med[cols]
+        change = movable[rows] & _MEMBERS[groups]
+        perturbed = np.where(change, med[None, :], X[rows])
         probs = model.predict_proba(perturbed)[np.arange(len(rows)), labels[rows]]
         drops = base[rows] - probs
     out: list[list[str]] = []
@@ -133,7 +136,7 @@ def explain(
         for k in mine[np.argsort(-drops[mine], kind="stable")]:
             if drops[k] < MIN_DROP or len(texts) >= top:
                 break
-            r = reason(FEATURE_NAMES[cols[k]], facts)
+            r = _say(GROUPS[groups[k]][0], facts)
             if r is not None and category in r.supports and r.text not in texts:
                 texts.append(r.text)
         out.append(texts or [FALLBACK[category]])
@@ -148,6 +151,10 @@ def reason(name: str, facts: Facts) -> Reason | None:
     template = TEMPLATES.get(name)
     if template is None or facts.num(name) is None:
         return None  # a missing value is no case, whatever else the parcel shows
+    return _say(template, facts)
+
+
+def _say(template: Template, facts: Facts) -> Reason | None:
     try:
         return template(facts)
     except (ValueError, OverflowError, KeyError, IndexError, TypeError):
@@ -354,24 +361,20 @@ def _flag(text: str, name: str, supports: frozenset[str], when: float = 1.0) -> 
 
 
 def _new_shipper(f: Facts) -> Reason | None:
-    """A first parcel is the risk itself; a young shipper is one too, an old one is not."""
+    """A first parcel is the risk itself; a young or little-known shipper is one too, an
+    established one is not."""
     parcels, age = f.num("shipper_parcels"), f.num("shipper_age_days")
     if parcels == 0:
         return Reason("first parcel from this shipper", ALL)
-    if parcels is None or age is None or age >= NEW_SHIPPER_DAYS:
+    if parcels is None:
         return None
-    if age < 1:
+    if age is not None and age < 1:
         return Reason("shipper first seen less than a day ago", ALL)
-    return Reason(f"shipper first seen {_count(age, 'day')} ago", ALL)
-
-
-def _few_parcels(f: Facts) -> Reason | None:
-    parcels = f.num("shipper_parcels")
-    if parcels == 0:
-        return _new_shipper(f)
-    if parcels is None or parcels > FEW_PARCELS:
-        return None
-    return Reason(f"only {_count(parcels, 'parcel')} from this shipper so far", ALL)
+    if age is not None and age < NEW_SHIPPER_DAYS:
+        return Reason(f"shipper first seen {_count(age, 'day')} ago", ALL)
+    if parcels <= FEW_PARCELS:
+        return Reason(f"only {_count(parcels, 'parcel')} from this shipper so far", ALL)
+    return None
 
 
 def _seizures(what: str, many: str, supports: frozenset[str], name: str) -> Template:
@@ -434,9 +437,9 @@ TEMPLATES: dict[str, Template] = {
     "entry_to_manifest_value_ratio": _entry_vs_manifest,
     "entry_value_usd": _entry_vs_manifest,
     "manifest_value_usd": _entry_vs_manifest,
-    "threshold_gap_usd": _declared,
-    "just_under_threshold": _declared,
-    "declared_value_usd": _declared,
+    "threshold_gap_usd": _entry_vs_manifest,
+    "just_under_threshold": _entry_vs_manifest,
+    "declared_value_usd": _entry_vs_manifest,
     "shipper_value_mean": _vs_shipper,
     "hs_risk_group": _hs_group,
     "hs_heading": _hs_group,
@@ -465,7 +468,7 @@ TEMPLATES: dict[str, Template] = {
     "hts_mismatch": _hts_mismatch,
     "pieces_mismatch": _pieces,
     "shipper_age_days": _new_shipper,
-    "shipper_parcels": _few_parcels,
+    "shipper_parcels": _new_shipper,
     "shipper_seized_narcotics": _seizures(
         "prior narcotics seizure", "prior narcotics seizures", FENTANYL, "shipper_seized_narcotics"
     ),
@@ -484,4 +487,9 @@ TEMPLATES: dict[str, Template] = {
     "consignee_distinct_shippers": _consignee_shippers,
     "consignee_prior_seizures": _consignee_seizures,
 }
-_EXPLAINABLE = np.array([name in TEMPLATES for name in FEATURE_NAMES])
+# the facts: features that share a sentence are occluded together
+GROUPS: tuple[tuple[Template, tuple[str, ...]], ...] = tuple(
+    (t, tuple(name for name, u in TEMPLATES.items() if u is t))
+    for t in dict.fromkeys(TEMPLATES.values())
+)
+_MEMBERS = np.array([[name in names for name in FEATURE_NAMES] for _t, names in GROUPS])
