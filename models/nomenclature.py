@@ -192,3 +192,58 @@ def risk_group(code: str) -> int:
     if code[:4] in COUNTERFEIT_HEADINGS or code[:2] in COUNTERFEIT_CHAPTERS:
         return 1
     return 0
+
+
+_PARENS = re.compile(r"\s*\([^()]*\)")
+TITLE_CHARS = 60  # a title is a label inside a sentence, not the legal text
+
+
+def _first_clause(text: str) -> str:
+    """The leading clause of a nomenclature text (two when the first is one word), without
+    parentheses, within TITLE_CHARS (cut at a comma): 'Plastics; other articles n.e.c. in
+    chapter 39' stays whole, 'Sports footwear; tennis shoes, ...' -> 'Sports footwear'."""
+    while _PARENS.search(text):  # nested parentheses come off from the inside out
+        text = _PARENS.sub("", text)
+    clauses = [c.strip().rstrip(",") for c in text.split(";")]
+    clause = clauses[0]
+    if " " not in clause and len(clauses) > 1:  # 'Plastics' alone says too little
+        longer = f"{clause}; {clauses[1]}"
+        clause = longer if len(longer) <= TITLE_CHARS else clause
+    while len(clause) > TITLE_CHARS and ", " in clause:
+        clause = clause.rsplit(", ", 1)[0]
+    return clause[:1].lower() + clause[1:] if clause[1:2].islower() else clause
+
+
+def title(code: str) -> str | None:
+    """A few words naming what an HS chapter, heading or subheading (2, 4 or 6 digits)
+    covers, for reasons: '711719' -> 'imitation jewellery'.
+
+    A subheading takes its heading's text when that is one short clause (headings read
+    better than the subheadings' legal split), else its own first clause. None for a code
+    the nomenclature does not know, so no code is ever cited without words.
+    """
+    codes = _codes()
+    if code not in codes:
+        return None
+    if len(code) == 6 and ";" not in codes[code[:4]]:
+        heading = _first_clause(codes[code[:4]])
+        if heading and len(heading) <= 50:
+            return heading
+    return _first_clause(codes[code]) or None
+
+
+def cite(code: str) -> str | None:
+    """'HS 7117.19, imitation jewellery': the code as analysts write it, and its words.
+
+    Cites the most specific level the nomenclature knows (a subheading, else the heading);
+    None for a code whose heading is unknown.
+    """
+    codes = _codes()
+    if len(code) >= 6 and code[:6] in codes:
+        shown = f"{code[:4]}.{code[4:6]}"
+    elif len(code) >= 4 and code[:4] in codes:
+        shown = code[:4]
+    else:
+        return None
+    words = title(shown.replace(".", ""))
+    return f"HS {shown}, {words}" if words else None

@@ -1,206 +1,482 @@
 """Reasons: why a parcel scored high, in words an analyst can act on.
 
-Attribution by occlusion: for each flagged parcel, each feature in turn is set to its
-typical (training median) value and the parcel is rescored; the features whose removal
-drops the score most are the parcel's reasons. All perturbed rows of a batch go through
-one `predict_proba` call, so explaining costs one extra model call per batch, and only for
-the few flagged parcels.
+Attribution by occlusion: for each flagged parcel, each fact in turn is made typical (its
+features set to their training medians) and the parcel is rescored; the facts whose
+removal drops the score most are candidate reasons. A fact is the group of features one
+sentence is about (the declared value, the threshold gap and the entry/manifest ratio are
+one value), so correlated features do not hide each other's contribution. All perturbed
+rows of a batch go through one `predict_proba` call (the parcels' own scores come from the
+scoring pass), and only values that can make a reason are perturbed: a missing (NaN)
+value, a value already typical or a feature without a sentence never is one.
+
+A reason is the analyst's case for opening the parcel, so a candidate is kept only if it
+is a true sentence about a value that exists and is evidence for the category being
+explained: no rendered NaN, no zero count offered as evidence ("first parcel from this
+shipper" is a risk, "0 distinct consignees" is not), every HS code cited with its words
+from the nomenclature, and no counterfeit-prone heading explaining a fentanyl review.
+Otherwise the next contributing feature is tried; when none is left, the reason says
+honestly that the overall pattern resembles past cases of the category.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from models import nomenclature as hs
 from models.features import INDEX, ORIGINS, References
-from models.model import ParcelRiskModel
+from models.history import MAX_DISTINCT
 from models.parcel import DE_MINIMIS_USD, ParcelView, description, hs_code
+from models.records import CATEGORIES
 
 MIN_DROP = 0.002  # score points; smaller contributions are noise, not reasons
 
+ALL = frozenset(CATEGORIES)
+FENTANYL = frozenset({"fentanyl"})
+COUNTERFEIT = frozenset({"counterfeit"})
+UNDERVALUATION = frozenset({"undervaluation"})
+
+# when no single feature makes a case: honest about what the score rests on
+FALLBACK = {
+    "fentanyl": "overall pattern resembles past narcotics seizures",
+    "counterfeit": "overall pattern resembles past counterfeit seizures",
+    "undervaluation": "overall pattern resembles past undervaluation findings",
+}
+# design.md: China and Hong Kong account for ~75-90% of counterfeit MSRP seized
+COUNTERFEIT_ORIGINS = frozenset({"CN", "HK"})
+NEAR_THRESHOLD = 0.85  # the share of the de minimis threshold where bunching begins
+VPK_RATIO = 1.5  # a value per kg this many times below its median is worth saying
+NEW_SHIPPER_DAYS = 30
+FEW_PARCELS = 5
+
+
+class Predicts(Protocol):
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A sentence and the categories it is evidence for."""
+
+    text: str
+    supports: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a sentence may use: one parcel's feature row and view, and the model's
+    reference statistics (medians by HS heading, feature medians of the training data)."""
+
+    row: np.ndarray
+    view: ParcelView
+    refs: References
+    medians: Sequence[float] = ()
+
+    def num(self, name: str) -> float | None:
+        """The feature's value, or None when it is missing: never rendered as a number."""
+        x = float(self.row[INDEX[name]])
+        return x if math.isfinite(x) else None
+
+    def typical(self, name: str) -> float | None:
+        """The feature's training median, or None when unknown."""
+        if not self.medians:
+            return None
+        x = float(self.medians[INDEX[name]])
+        return x if math.isfinite(x) else None
+
+    def flag(self, name: str) -> bool:
+        return self.num(name) == 1.0
+
+    def unflagged(self, name: str) -> bool:
+        return self.num(name) == 0.0
+
+
+Template = Callable[[Facts], Reason | None]
+
 
 def explain(
-    model: ParcelRiskModel,
+    model: Predicts,
     views: Sequence[ParcelView],
     X: np.ndarray,
     label_idx: Sequence[int],
     medians: Sequence[float],
     refs: References,
     top: int = 3,
+    base: np.ndarray | None = None,
 ) -> list[list[str]]:
-    n, f = X.shape
-    base = model.predict_proba(X)[np.arange(n), label_idx]
-    perturbed = np.repeat(X, f, axis=0).reshape(n, f, f)
+    """Up to `top` reasons per parcel for the category `label_idx` names, strongest first.
+
+    `base` is each parcel's score for that category when the caller already has it (the
+    scorer does), which leaves one model call for the whole batch.
+    """
+    n, _f = X.shape
+    labels = np.asarray(label_idx, dtype=np.intp)
+    if base is None:
+        base = model.predict_proba(X)[np.arange(n), labels]
     med = np.asarray(medians, dtype=np.float32)
-    diag = np.arange(f)
-    perturbed[:, diag, diag] = med  # row (i, j) = parcel i with feature j made typical
-    probs = model.predict_proba(perturbed.reshape(n * f, f)).reshape(n, f, -1)
-    drops = base[:, None] - probs[np.arange(n), :, label_idx]
+    movable = np.isfinite(X) & (med[None, :] != X)  # (n, f): values occlusion can change
+    cand = (movable[:, None, :] & _MEMBERS[None, :, :]).any(axis=2)  # (n, groups)
+    rows, groups = np.nonzero(cand)
+    drops = np.empty(0)
+    if len(rows):
+        change = movable[rows] & _MEMBERS[groups]
+        perturbed = np.where(change, med[None, :], X[rows])
+        probs = model.predict_proba(perturbed)[np.arange(len(rows)), labels[rows]]
+        drops = base[rows] - probs
     out: list[list[str]] = []
+    start = np.searchsorted(rows, np.arange(n + 1))  # rows are sorted by parcel
     for i in range(n):
+        category = CATEGORIES[labels[i]]
+        facts = Facts(X[i], views[i], refs, medians)
+        mine = np.arange(start[i], start[i + 1])
         texts: list[str] = []
-        for j in np.argsort(-drops[i]):
-            if drops[i, j] < MIN_DROP or len(texts) >= top:
+        for k in mine[np.argsort(-drops[mine], kind="stable")]:
+            if drops[k] < MIN_DROP or len(texts) >= top:
                 break
-            text = describe(FEATURE_NAMES[j], X[i], views[i], refs)
-            if text and text not in texts:
-                texts.append(text)
-        out.append(texts or ["overall pattern of the parcel resembles past seizures"])
+            r = _say(GROUPS[groups[k]][0], facts)
+            if r is not None and category in r.supports and r.text not in texts:
+                texts.append(r.text)
+        out.append(texts or [FALLBACK[category]])
     return out
 
 
 FEATURE_NAMES = list(INDEX)
 
 
-def _v(row: np.ndarray, name: str) -> float:
-    return float(row[INDEX[name]])
+def reason(name: str, facts: Facts) -> Reason | None:
+    """The sentence a feature makes for this parcel, or None when it makes no case."""
+    template = TEMPLATES.get(name)
+    if template is None or facts.num(name) is None:
+        return None  # a missing value is no case, whatever else the parcel shows
+    return _say(template, facts)
 
 
-def _vpk(row: np.ndarray, view: ParcelView, refs: References) -> str:
-    vpk = math.exp(_v(row, "log_value_per_kg"))
-    code = hs_code(view)
-    median = math.exp(refs.median_log_vpk(code))
-    ratio = median / vpk if vpk > 0 else math.inf
-    what = f"HS {code[:4]}" if code else "parcels of unknown HS code"
-    if ratio >= 1:
-        return f"declared ${vpk:,.2f}/kg, {ratio:,.0f}x below the median for {what}"
-    return f"declared ${vpk:,.2f}/kg, {1 / ratio:,.0f}x above the median for {what}"
+def _say(template: Template, facts: Facts) -> Reason | None:
+    try:
+        return template(facts)
+    except (ValueError, OverflowError, KeyError, IndexError, TypeError):
+        return None  # a record without the part a sentence quotes: no sentence
 
 
-def _mismatch_value(row: np.ndarray, view: ParcelView, refs: References) -> str:
-    return (
-        f"manifest says ${_v(row, 'manifest_value_usd'):,.2f}, "
-        f"entry says ${_v(row, 'entry_value_usd'):,.2f}"
+def describe(
+    name: str,
+    row: np.ndarray,
+    view: ParcelView,
+    refs: References,
+    medians: Sequence[float] = (),
+) -> str:
+    """One feature of one parcel in plain words ('' when it makes no case)."""
+    r = reason(name, Facts(row, view, refs, medians))
+    return r.text if r is not None else ""
+
+
+# --- sentences --------------------------------------------------------------------------
+
+
+def _usd(x: float) -> str:
+    if not math.isfinite(x):
+        raise ValueError("a missing value is not a number to show")
+    return f"${x:,.2f}"
+
+
+def _times(x: float) -> str:
+    return f"{x:,.0f}x" if x >= 10 else f"{x:.1f}x"
+
+
+def _count(n: float, one: str, many: str | None = None) -> str:
+    k = round(n)
+    return f"{k:,} {one if k == 1 else (many or one + 's')}"
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """A description as a reason quotes it: short enough that a hold's reasons stay within
+    the hold schema's 500 characters however long the record's text is."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _median_scope(code: str, refs: References) -> str:
+    """What the reference median of value per kg was taken over, in words."""
+    if code[:4] in refs.heading_log_vpk and (cited := hs.cite(code[:4])):
+        return cited
+    if code[:2] in refs.chapter_log_vpk and (words := hs.title(code[:2])):
+        return f"HS chapter {code[:2]}, {words}"
+    return "all parcels"
+
+
+def _value_per_kg(f: Facts) -> Reason | None:
+    log_vpk = f.num("log_value_per_kg")
+    if log_vpk is None:
+        return None
+    code = hs_code(f.view)
+    vpk = math.exp(log_vpk)
+    ratio = math.exp(f.refs.median_log_vpk(code) - log_vpk)
+    if not math.isfinite(ratio) or ratio < VPK_RATIO:
+        return None  # at or above the median: cheap goods are no case, dear ones neither
+    scope = _median_scope(code, f.refs)
+    return Reason(
+        f"declared {_usd(vpk)}/kg, {_times(ratio)} below the median for {scope}",
+        UNDERVALUATION | COUNTERFEIT,
     )
 
 
-def _threshold(row: np.ndarray, view: ParcelView, refs: References) -> str:
-    value = _v(row, "declared_value_usd")
-    if value < DE_MINIMIS_USD:
-        return (
-            f"declared ${value:,.2f}, ${DE_MINIMIS_USD - value:,.2f} under the de minimis threshold"
+def _declared(f: Facts) -> Reason | None:
+    """The declared value, when it says something: bunched under the threshold, or far
+    below what a typical parcel declares."""
+    value = f.num("declared_value_usd")
+    if value is None:
+        return None
+    if NEAR_THRESHOLD * DE_MINIMIS_USD <= value < DE_MINIMIS_USD:
+        return Reason(
+            f"declared {_usd(value)}, {_usd(DE_MINIMIS_USD - value)} under the "
+            f"{_usd(DE_MINIMIS_USD)} de minimis threshold",
+            UNDERVALUATION,
         )
-    return f"declared ${value:,.2f}"
+    typical = f.typical("declared_value_usd")
+    if typical is not None and value < typical / 3:
+        return Reason(
+            f"declared only {_usd(value)}, where a typical parcel declares {_usd(typical)}",
+            UNDERVALUATION,
+        )
+    return None
 
 
-def _hs_group(row: np.ndarray, view: ParcelView, refs: References) -> str:
-    code = hs_code(view)
-    group = {
-        1: "counterfeit-prone heading",
-        2: "tablet presses or their parts",
-        3: "fentanyl precursor chemicals",
-    }.get(int(_v(row, "hs_risk_group")), "")
-    return f"HS {code[:4]}.{code[4:6]}: {group}" if group else f"HS {code[:4]}.{code[4:6]}"
+def _entry_vs_manifest(f: Facts) -> Reason | None:
+    """The broker entered less than the carrier manifested; otherwise the value itself."""
+    mv, ev = f.num("manifest_value_usd"), f.num("entry_value_usd")
+    if mv is not None and ev is not None and ev < 0.95 * mv:
+        return Reason(f"manifest says {_usd(mv)}, entry says {_usd(ev)}", UNDERVALUATION)
+    return _declared(f)
 
 
-def _origin(row: np.ndarray, view: ParcelView, refs: References) -> str:
-    idx = int(_v(row, "origin"))
-    return f"origin {ORIGINS[idx] if idx < len(ORIGINS) else 'other country'}"
+def _vs_shipper(f: Facts) -> Reason | None:
+    value, mean = f.num("declared_value_usd"), f.num("shipper_value_mean")
+    if value is None or mean is None or not value < mean / 2:
+        return None
+    return Reason(
+        f"declared {_usd(value)}, where this shipper's parcels average {_usd(mean)}",
+        UNDERVALUATION,
+    )
 
 
-def _overlap(row: np.ndarray, view: ParcelView, refs: References) -> str:
-    code, desc = hs_code(view), description(view)
-    desc = desc if len(desc) <= 60 else desc[:59] + "…"  # a reason fits on a hold (<= 500)
-    return f"description '{desc}' does not match HS {code[:6]} ({hs.describe(code)[:60]})"
+def _hs_group(f: Facts) -> Reason | None:
+    group = f.num("hs_risk_group")
+    cited = hs.cite(hs_code(f.view))
+    if group is None or cited is None:
+        return None
+    if group == 1:
+        return Reason(f"{cited}: a counterfeit-prone heading", COUNTERFEIT)
+    if group == 2:
+        return Reason(f"{cited}: where tablet presses and their parts are classified", FENTANYL)
+    if group == 3:
+        return Reason(f"{cited}: a subheading of fentanyl precursor chemicals", FENTANYL)
+    return None  # an ordinary heading is no case by itself
 
 
-def _count(template: str, name: str) -> Callable[[np.ndarray, ParcelView, References], str]:
-    def text(row: np.ndarray, view: ParcelView, refs: References) -> str:
-        x = _v(row, name)
-        return template.format(x=x) if not math.isnan(x) else ""
+def _origin(f: Facts) -> Reason | None:
+    idx = f.num("origin")
+    country = ORIGINS[int(idx)] if idx is not None and int(idx) < len(ORIGINS) else None
+    if country not in COUNTERFEIT_ORIGINS:
+        return None
+    return Reason(f"origin {country}, where most seized counterfeits come from", COUNTERFEIT)
 
-    return text
+
+def _overlap(f: Facts) -> Reason | None:
+    overlap, cited = f.num("desc_hs_overlap"), hs.cite(hs_code(f.view))
+    desc = _clip(description(f.view))
+    if overlap != 0.0 or cited is None or not desc:
+        return None
+    return Reason(f"description '{desc}' shares no word with {cited}", ALL)
 
 
-def _flag(text: str, name: str, when: float = 1.0) -> Callable[..., str]:
-    def check(row: np.ndarray, view: ParcelView, refs: References) -> str:
-        return text.format(desc=description(view)) if _v(row, name) == when else ""
+def _hs_unknown(f: Facts) -> Reason | None:
+    code = hs_code(f.view)
+    if not f.unflagged("hs_known") or not code:
+        return None
+    shown = f"{code[:4]}.{code[4:6]}" if len(code) >= 6 else code
+    return Reason(f"HS code {shown} does not exist in the HS nomenclature", ALL)
+
+
+def _hts_mismatch(f: Facts) -> Reason | None:
+    m, e = f.view.get("manifest"), f.view.get("entry")
+    if not f.flag("hts_mismatch") or m is None or e is None:
+        return None
+    said, entered = hs.cite(m.get("hts") or ""), hs.cite(e["lines"][0]["hts"])
+    if said and entered:
+        return Reason(f"manifest files {said}, where the entry files {entered}", ALL)
+    return Reason("manifest and entry give different HS headings", ALL)
+
+
+def _desc_mismatch(f: Facts) -> Reason | None:
+    share = f.num("desc_mismatch")
+    m = f.view.get("manifest")
+    if share is None or share < 0.5 or m is None:
+        return None
+    entry = _clip(description(f.view))  # the entry's lines: the entry speaks for the parcel
+    return Reason(f"manifest describes '{_clip(m['description'])}', entry '{entry}'", ALL)
+
+
+def _pieces(f: Facts) -> Reason | None:
+    pieces, quantity = f.num("pieces"), f.num("quantity")
+    if not f.flag("pieces_mismatch") or pieces is None or quantity is None:
+        return None
+    return Reason(
+        f"manifest counts {_count(pieces, 'piece')}, entry {_count(quantity, 'item')}", ALL
+    )
+
+
+def _consignees_differ(f: Facts) -> Reason | None:
+    m, e = f.view.get("manifest"), f.view.get("entry")
+    if not f.flag("consignee_mismatch") or m is None or e is None:
+        return None
+    return Reason(
+        f"manifest names consignee '{m['consignee']['name']}', entry '{e['consignee']['name']}'",
+        ALL,
+    )
+
+
+def _flag(text: str, name: str, supports: frozenset[str], when: float = 1.0) -> Template:
+    def check(f: Facts) -> Reason | None:
+        if f.num(name) != when:
+            return None
+        return Reason(text.format(desc=_clip(description(f.view))), supports)
 
     return check
 
 
-TEMPLATES: dict[str, Callable[[np.ndarray, ParcelView, References], str]] = {
-    "value_per_kg_vs_hs_median": _vpk,
-    "log_value_per_kg": _vpk,
-    "entry_to_manifest_value_ratio": _mismatch_value,
-    "entry_value_usd": _mismatch_value,
-    "threshold_gap_usd": _threshold,
-    "just_under_threshold": _threshold,
-    "declared_value_usd": _threshold,
+def _new_shipper(f: Facts) -> Reason | None:
+    """A first parcel is the risk itself; a young or little-known shipper is one too, an
+    established one is not."""
+    parcels, age = f.num("shipper_parcels"), f.num("shipper_age_days")
+    if parcels == 0:
+        return Reason("first parcel from this shipper", ALL)
+    if parcels is None:
+        return None
+    if age is not None and age < 1:
+        return Reason("shipper first seen less than a day ago", ALL)
+    if age is not None and age < NEW_SHIPPER_DAYS:
+        return Reason(f"shipper first seen {_count(age, 'day')} ago", ALL)
+    if parcels <= FEW_PARCELS:
+        return Reason(f"only {_count(parcels, 'parcel')} from this shipper so far", ALL)
+    return None
+
+
+def _seizures(what: str, many: str, supports: frozenset[str], name: str) -> Template:
+    def text(f: Facts) -> Reason | None:
+        n = f.num(name)
+        if n is None or n < 1:
+            return None  # no seizure is no evidence
+        return Reason(f"shipper had {_count(n, what, many)}", supports)
+
+    return text
+
+
+def _few_consignees(f: Facts) -> Reason | None:
+    """Many parcels to a handful of addresses: structuring under the threshold."""
+    parcels, distinct = f.num("shipper_parcels"), f.num("shipper_distinct_consignees")
+    if parcels is None or distinct is None or parcels < 3:
+        return None
+    if distinct < 1 or distinct >= MAX_DISTINCT or distinct > parcels / 3:
+        return None
+    return Reason(
+        f"shipper's {_count(parcels, 'parcel')} went to only {_count(distinct, 'consignee')}",
+        UNDERVALUATION,
+    )
+
+
+def _vague_share(f: Facts) -> Reason | None:
+    share = f.num("shipper_vague_share")
+    if share is None or share < 0.25:
+        return None
+    return Reason(f"{share:.0%} of the shipper's parcels have vague descriptions", ALL)
+
+
+def _consignee_today(f: Facts) -> Reason | None:
+    n = f.num("consignee_parcels_today")
+    if n is None or n < 2:
+        return None
+    return Reason(f"consignee has had {_count(n, 'parcel')} today", UNDERVALUATION)
+
+
+def _consignee_shippers(f: Facts) -> Reason | None:
+    n = f.num("consignee_distinct_shippers")
+    if n is None or n < 3:
+        return None
+    many = f"{MAX_DISTINCT} or more" if n >= MAX_DISTINCT else f"{n:,.0f}"
+    return Reason(f"consignee receives parcels from {many} different shippers", UNDERVALUATION)
+
+
+def _consignee_seizures(f: Facts) -> Reason | None:
+    n = f.num("consignee_prior_seizures")
+    if n is None or n < 1:
+        return None
+    return Reason(f"consignee had {_count(n, 'prior seizure')}", ALL)
+
+
+# features without a sentence here (weight, pieces, listing URL, ...) are never reasons:
+# a fact that makes no case for opening a parcel is not shown to the analyst
+TEMPLATES: dict[str, Template] = {
+    "value_per_kg_vs_hs_median": _value_per_kg,
+    "log_value_per_kg": _value_per_kg,
+    "entry_to_manifest_value_ratio": _entry_vs_manifest,
+    "entry_value_usd": _entry_vs_manifest,
+    "manifest_value_usd": _entry_vs_manifest,
+    "threshold_gap_usd": _entry_vs_manifest,
+    "just_under_threshold": _entry_vs_manifest,
+    "declared_value_usd": _entry_vs_manifest,
+    "shipper_value_mean": _vs_shipper,
     "hs_risk_group": _hs_group,
     "hs_heading": _hs_group,
     "hs_chapter": _hs_group,
+    "hs_known": _hs_unknown,
     "origin": _origin,
     "desc_hs_overlap": _overlap,
-    "desc_vague": _flag("vague description '{desc}'", "desc_vague"),
-    "desc_brand": _flag("brand term in description '{desc}'", "desc_brand"),
+    "desc_vague": _flag("vague description '{desc}'", "desc_vague", ALL),
+    "desc_words": _flag("terse description '{desc}'", "desc_words", ALL),
+    "desc_brand": _flag("brand term in description '{desc}'", "desc_brand", COUNTERFEIT),
     "desc_cover_phrase": _flag(
-        "description '{desc}' is a known cover for narcotics", "desc_cover_phrase"
+        "description '{desc}' is a known cover for narcotics", "desc_cover_phrase", FENTANYL
     ),
-    "consignee_name_suspect": _flag("consignee name looks fictitious", "consignee_name_suspect"),
+    "consignee_name_suspect": _flag(
+        "consignee name looks fictitious", "consignee_name_suspect", ALL
+    ),
     "shipper_business": _flag(
-        "shipper is a private person, not a business", "shipper_business", 0.0
+        "shipper is a private person, not a business", "shipper_business", FENTANYL, 0.0
     ),
-    "consignee_business": _flag("sent to a private residence", "consignee_business", 0.0),
-    "desc_mismatch": _count("manifest and entry describe different goods", "desc_mismatch"),
-    "consignee_mismatch": _flag(
-        "manifest and entry name different consignees", "consignee_mismatch"
-    ),
-    "hts_mismatch": _flag("manifest and entry give different HS headings", "hts_mismatch"),
-    "pieces_mismatch": _flag("piece count differs between manifest and entry", "pieces_mismatch"),
-    "shipper_age_days": _count("shipper first seen {x:.0f} days ago", "shipper_age_days"),
-    "shipper_parcels": _count("shipper has sent {x:.0f} parcels so far", "shipper_parcels"),
-    "shipper_seized_narcotics": _count(
-        "shipper had {x:.0f} narcotics seizures", "shipper_seized_narcotics"
-    ),
-    "shipper_seized_ipr": _count("shipper had {x:.0f} counterfeit seizures", "shipper_seized_ipr"),
-    "shipper_undervalued": _count(
-        "shipper had {x:.0f} undervaluation findings", "shipper_undervalued"
-    ),
-    "shipper_distinct_consignees": _count(
-        "shipper sends to {x:.0f} distinct consignees", "shipper_distinct_consignees"
-    ),
-    "shipper_vague_share": _count(
-        "{x:.0%} of the shipper's parcels have vague descriptions", "shipper_vague_share"
-    ),
-    "consignee_parcels_today": _count(
-        "{x:.0f} parcels to this consignee today", "consignee_parcels_today"
-    ),
-    "consignee_distinct_shippers": _count(
-        "consignee receives from {x:.0f} distinct shippers", "consignee_distinct_shippers"
-    ),
-    "consignee_prior_seizures": _count(
-        "consignee had {x:.0f} prior seizures", "consignee_prior_seizures"
-    ),
-    "manifest_value_usd": _threshold,
-    "desc_words": _flag("terse description '{desc}'", "desc_words", 1.0),
-    "has_entry": _flag("no entry filed yet (manifest only)", "has_entry", 0.0),
-    "has_manifest": _flag("entry without a carrier manifest", "has_manifest", 0.0),
-    "hs_known": _flag("HS code not in the HS 2022 nomenclature", "hs_known", 0.0),
-    "has_listing_url": _flag("no marketplace listing given", "has_listing_url", 0.0),
+    "consignee_business": _flag("sent to a private residence", "consignee_business", FENTANYL, 0.0),
     "deliver_to_differs": _flag(
-        "final delivery address differs from the consignee's", "deliver_to_differs"
+        "final delivery address differs from the consignee's", "deliver_to_differs", ALL
     ),
-    "weight_kg": _count("declared weight {x:.2f} kg", "weight_kg"),
-    "log_unit_value": lambda row, view, refs: (
-        f"unit value ${math.exp(_v(row, 'log_unit_value')):,.2f}"
-        if not math.isnan(_v(row, "log_unit_value"))
-        else ""
+    "desc_mismatch": _desc_mismatch,
+    "consignee_mismatch": _consignees_differ,
+    "hts_mismatch": _hts_mismatch,
+    "pieces_mismatch": _pieces,
+    "shipper_age_days": _new_shipper,
+    "shipper_parcels": _new_shipper,
+    "shipper_seized_narcotics": _seizures(
+        "prior narcotics seizure", "prior narcotics seizures", FENTANYL, "shipper_seized_narcotics"
     ),
-    "consignee_parcels": _count("consignee has received {x:.0f} parcels", "consignee_parcels"),
-    "shipper_value_mean": _count("shipper's parcels average ${x:,.2f}", "shipper_value_mean"),
+    "shipper_seized_ipr": _seizures(
+        "prior counterfeit seizure", "prior counterfeit seizures", COUNTERFEIT, "shipper_seized_ipr"
+    ),
+    "shipper_undervalued": _seizures(
+        "prior undervaluation finding",
+        "prior undervaluation findings",
+        UNDERVALUATION,
+        "shipper_undervalued",
+    ),
+    "shipper_distinct_consignees": _few_consignees,
+    "shipper_vague_share": _vague_share,
+    "consignee_parcels_today": _consignee_today,
+    "consignee_distinct_shippers": _consignee_shippers,
+    "consignee_prior_seizures": _consignee_seizures,
 }
-
-
-def describe(name: str, row: np.ndarray, view: ParcelView, refs: References) -> str:
-    """One feature of one parcel in plain words ('' when there is nothing to say)."""
-    template = TEMPLATES.get(name)
-    if template is not None:
-        try:
-            return template(row, view, refs)
-        except (ValueError, OverflowError, KeyError, IndexError):
-            pass
-    return ""  # a feature with nothing to say in plain words is not listed as a reason
+# the facts: features that share a sentence are occluded together
+GROUPS: tuple[tuple[Template, tuple[str, ...]], ...] = tuple(
+    (t, tuple(name for name, u in TEMPLATES.items() if u is t))
+    for t in dict.fromkeys(TEMPLATES.values())
+)
+_MEMBERS = np.array([[name in names for name in FEATURE_NAMES] for _t, names in GROUPS])

@@ -82,5 +82,6 @@ class Scorer:
             label_idx,
             self.artifact.feature_medians,
             self.artifact.references,
+            base=scored.scores[rows, label_idx],  # already scored: one model call, not two
         )
         return dict(zip(rows, texts, strict=True))

@@ -47,7 +47,7 @@ def test_value_per_kg_reason_in_plain_words() -> None:
     refs = References(heading_log_vpk={"6404": math.log(123.0)})
     row = build_features([view], refs)[0]
     text = describe("value_per_kg_vs_hs_median", row, view, refs)
-    assert text == "declared $4.10/kg, 30x below the median for HS 6404"
+    assert text == "declared $4.10/kg, 30x below the median for HS 6404, footwear"
 
 
 def test_mismatch_reason_names_both_values() -> None:
