@@ -286,7 +286,7 @@ def shipper_batch(
         )
 
     bad = _enrich(msgs, shippers, "shipper_key", ctx, attach, observe, dead)
-    return [m for i, m in enumerate(msgs) if m["kind"] == "parcel" and i not in bad]
+    return [m for i, m in enumerate(msgs) if i not in bad and m["kind"] == "parcel"]
 
 
 @dataclass

@@ -64,4 +64,18 @@ def unpack(value: bytes | None) -> list[dict[str, Any]]:
         raise EnvelopeError(f"corrupt stage message ({exc})") from exc
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise EnvelopeError("stage message is not a list of records")
-    return records
+    return [_upgraded(r) if "t" in r else r for r in records]
+
+
+# Field names of stage messages written before they were typed (models/pipeline.py): such
+# messages are in flight while workers are upgraded, and are read, not lost.
+_RENAMED = {
+    "t": "kind",
+    "time": "event_epoch",
+    "shipper": "shipper_key",
+    "consignee": "consignee_key",
+}
+
+
+def _upgraded(record: dict[str, Any]) -> dict[str, Any]:
+    return {_RENAMED.get(k, k): v for k, v in record.items()}

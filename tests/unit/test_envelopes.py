@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -53,3 +54,17 @@ def test_partition_is_stable_and_spread() -> None:
 def test_anything_else_is_refused(value: bytes | None) -> None:
     with pytest.raises(envelopes.EnvelopeError):
         envelopes.unpack(value)
+
+
+def test_stage_messages_of_the_previous_build_are_read_after_an_upgrade() -> None:
+    """Envelopes written before the stage messages were typed are in flight during an
+    upgrade (once, they crashed the default worker): their fields are read by new names."""
+    old = {"t": "parcel", "time": 1.0, "shipper": "s|CN", "consignee": "a|1", "revision": 1}
+    (m,) = envelopes.unpack(orjson.dumps([old]))
+    assert m == {
+        "kind": "parcel",
+        "event_epoch": 1.0,
+        "shipper_key": "s|CN",
+        "consignee_key": "a|1",
+        "revision": 1,
+    }

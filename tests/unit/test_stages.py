@@ -314,3 +314,11 @@ def test_a_record_not_keyed_by_its_hawb_is_refused() -> None:
     assert join_batch([_in("manifest", lower | {"hawb": "HX12345678"})], {}, 1 << 20).forward
     item = Incoming("manifest", Source("m", 0, 0, b"HX12345678"), orjson.dumps(lower))
     assert join_batch([item], {}, 1 << 20).forward  # the HAWB itself may come in lower case
+
+
+def test_a_message_without_its_kind_is_parked_not_raised() -> None:
+    msgs = [m for _, m in join_batch([_in("manifest", MANIFEST)], {}, 1 << 20).forward]
+    strange = {"source": msgs[0]["source"], "revision": 1}  # no kind, no keys
+    dead: list = []
+    assert shipper_batch([strange, *msgs], {}, dead=dead) == msgs
+    assert [m for m, _err in dead] == [strange]
