@@ -2,8 +2,9 @@
 
 join-bills (by HAWB) -> consignee-history (by address) -> score-parcels (by shipper).
 Each stage reads a batch with `take_events`, calls the pure stage function with its table,
-and sends what comes out; offsets of a batch are acknowledged when the next is requested,
-so commits follow the sends (at-least-once).
+puts what comes out in its outbox and ends the batch with `Outbox.settle`, whose order
+(outputs acknowledged, then remembered, then changelogs flushed, then offsets) is what
+at-least-once rests on (streams/outbox.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,10 +38,11 @@ from models.records import CATEGORIES, RecordError
 from models.rules import HoldCap, RulesFile
 from models.stream_time import StreamTime
 from streams import envelopes, metrics
-from streams.publishing import Outgoing, dead_letters, failed_letters, scored
+from streams.outbox import Outbox
+from streams.publishing import scored
 from streams.serving import ModelServer, follow
 from streams.settings import Settings
-from streams.tables import BatchedTable, Tables, define, in_event, sweep_bills
+from streams.tables import Tables, define, in_event, sweep_bills
 from streams.topics import category_holds_topic, stage_topic
 
 log = logging.getLogger(__name__)
@@ -90,40 +93,12 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     # stage batches count envelopes: about batch_size records
     envelope_batch = max(4, s.batch_size // (envelopes.MAX_RECORDS // 2))
 
-    async def produce(messages: Iterable[tuple[faust.TopicT, int | None, bytes, bytes]]) -> None:
-        """Produce (topic, partition, key, value) messages and wait until the broker has all.
+    def outbox() -> Outbox:
+        return Outbox(app, outputs, s.partitions)
 
-        Awaited before the batch's offsets are acknowledged (at-least-once). Straight to the
-        producer, not through Faust's per-message channel path.
-        """
-        send = app.producer.send
-        futures = [
-            await send(topic.get_topic_name(), key, value, partition, None, None)
-            for topic, partition, key, value in messages
-        ]
-        await asyncio.gather(*futures)
-
-    async def send(messages: Sequence[Outgoing]) -> None:
-        await produce((outputs[o.output], None, o.key, o.value) for o in messages)
-
-    async def forward(topic: faust.TopicT, items: Sequence[tuple[bytes, StageMessage]]) -> None:
-        await produce(
-            (topic, partition, b"", value)
-            for partition, value in envelopes.pack(items, s.partitions)
-        )
-
-    async def flush(*changed: BatchedTable) -> None:
-        for table in changed:
-            await table.flush_changelog()
-
-    async def parked(stage: str, dead: Failures) -> None:
-        """Stage messages whose processing raised: to the dead letters, counted."""
-        if dead:
-            await send(failed_letters(dead))
-            metrics.count_dead_letters((m["source"]["topic"], err.field) for m, err in dead)
-            metrics.count_failures(stage, len(dead))
-
-    async def unpack(events: Sequence[EventT]) -> tuple[list[EventT], list[StageMessage]]:
+    def unpack(
+        events: Sequence[EventT], box: Outbox
+    ) -> tuple[list[EventT], list[StageMessage]]:
         """Records of stage envelopes, each with its envelope's event (so its partition).
 
         Stage messages are ours, but a corrupt one still goes to the dead letters.
@@ -144,9 +119,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
                 continue
             records.extend(cast(list[StageMessage], batch))  # our own stages wrote them
             record_events.extend([ev] * len(batch))
-        if bad:
-            await send(dead_letters(bad))
-            metrics.count_dead_letters((item.source.topic, err.field) for item, err in bad)
+        box.dead(bad)
         return record_events, records
 
     @app.agent(inputs, name="join-bills")
@@ -165,33 +138,37 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
                 clock=stream_time,
                 latest=time.time() + s.max_event_ahead_s,
             )
-            await send(dead_letters(res.dead))
-            metrics.count_dead_letters((item.source.topic, err.field) for item, err in res.dead)
             metrics.count_failures("join", res.failures)
-            await forward(by_consignee, res.forward)
-            record_forwarded(res.joined, tables.bills, ctx=per_event(events))
             metrics.REPLAYS_SKIPPED.labels("join").inc(res.replays)
-            await flush(tables.bills)
+            box = outbox()
+            box.dead(res.dead)
+            box.forward(by_consignee, res.forward)
+            await box.settle(
+                tables.bills,
+                remember=partial(record_forwarded, res.joined, tables.bills, per_event(events)),
+            )
 
     @app.agent(by_consignee, name="consignee-history")
     async def consignee_history(stream: AsyncIterable[EventT]) -> None:
         # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
-            evs, msgs = await unpack(events)
+            box = outbox()
+            evs, msgs = unpack(events, box)
             dead: Failures = []
             out = consignee_batch(msgs, tables.consignees, ctx=per_event(evs), dead=dead)
-            await parked("consignee", dead)
-            await forward(by_shipper, out)
-            await flush(tables.consignees)
+            box.parked("consignee", dead)
+            box.forward(by_shipper, out)
+            await box.settle(tables.consignees)
 
     @app.agent(by_shipper, name="score-parcels")
     async def score_parcels(stream: AsyncIterable[EventT]) -> None:
         # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
-            evs, msgs = await unpack(events)
+            box = outbox()
+            evs, msgs = unpack(events, box)
             dead: Failures = []
             parcels = shipper_batch(msgs, tables.shippers, ctx=per_event(evs), dead=dead)
-            await parked("shipper", dead)
+            box.parked("shipper", dead)
             event_of = {id(m): ev for ev, m in zip(evs, msgs, strict=True)}
             parcel_events = [event_of[id(p)] for p in parcels]
             keep = undecided(parcels, tables.shippers, ctx=per_event(parcel_events))
@@ -199,7 +176,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             parcels = [parcels[i] for i in keep]
             parcel_events = [parcel_events[i] for i in keep]
             if not parcels:
-                await flush(tables.shippers)
+                await box.settle(tables.shippers)
                 continue
             started = time.perf_counter()
             scorer = server.scorer  # one model per batch, even if a promotion lands meanwhile
@@ -210,12 +187,16 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             res = score_batch(parcels, scorer, pkey, rules.rules, cap, dead=unscored)
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(parcels))
-            await send(scored(res))
-            await parked("score", unscored)
-            parcels = [parcels[i] for i in res.decided]
-            parcel_events = [parcel_events[i] for i in res.decided]
-            record_decisions(parcels, res.flagged, tables.shippers, ctx=per_event(parcel_events))
-            await flush(tables.shippers)
+            box.send(scored(res))
+            box.parked("score", unscored)
+            decided = [parcels[i] for i in res.decided]
+            decided_events = per_event([parcel_events[i] for i in res.decided])
+            await box.settle(
+                tables.shippers,
+                remember=partial(
+                    record_decisions, decided, res.flagged, tables.shippers, decided_events
+                ),
+            )
             metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)
 
     @app.task
@@ -231,7 +212,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     async def expire_bills() -> None:
         try:  # housekeeping must never take the worker down
             sweep_bills(tables.bills, s.bill_ttl_s, stream_time, s.topic("manifest_topic"))
-            await flush(tables.bills)
+            await tables.bills.flush_changelog()
         except Exception:
             log.exception("bill expiry sweep failed; will retry at the next interval")
 
