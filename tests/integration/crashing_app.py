@@ -1,7 +1,7 @@
 """A Faust worker whose agent raises, for tests/integration/test_agent_crash.py.
 
-`python -m tests.integration.crashing_app BROKER TOPIC WEB_PORT patched|plain`: with the
-project's App (streams/patches) the worker must exit non-zero; with Faust's own it stays up.
+`python -m tests.integration.crashing_app BROKER TOPIC WEB_PORT patched|plain DATADIR`: with
+the project's App (streams/patches) the worker must exit non-zero; with Faust's own it stays up.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from streams.patches.agent_errors import App
 
 
 def main() -> None:
-    broker, topic, port, kind = sys.argv[1:5]
+    broker, topic, port, kind, datadir = sys.argv[1:6]
     cls = App if kind == "patched" else faust.App
     app = cls(
         f"crash-{topic}",
         broker=f"kafka://{broker}",
         store="memory://",
         web_port=int(port),
+        datadir=datadir,  # Faust's default is the working directory: the test's tmp_path
         autodiscover=False,
         topic_allow_declare=True,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -21,8 +22,8 @@ pytestmark = pytest.mark.integration
 POISON = {"hawb": "H1"}  # any message: the agent raises on the first one
 
 
-def _start(kafka: str, topic: str, kind: str) -> subprocess.Popen[bytes]:
-    args = [kafka, topic, str(free_port()), kind]
+def _start(kafka: str, topic: str, kind: str, datadir: Path) -> subprocess.Popen[bytes]:
+    args = [kafka, topic, str(free_port()), kind, str(datadir)]
     return subprocess.Popen(
         [sys.executable, "-m", "tests.integration.crashing_app", *args],
         cwd=ROOT,
@@ -34,10 +35,12 @@ def _start(kafka: str, topic: str, kind: str) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.parametrize("kind", ["patched", "plain"])
-async def test_a_crashed_agent_ends_the_worker_non_zero(kafka: str, kind: str) -> None:
+async def test_a_crashed_agent_ends_the_worker_non_zero(
+    kafka: str, kind: str, tmp_path: Path
+) -> None:
     s = Settings(broker=kafka, topic_prefix=f"crash{uuid.uuid4().hex[:8]}.")
     await ensure_topics(s)  # Faust ignores a topic that is missing when it subscribes
-    proc = _start(kafka, s.topic("manifest_topic"), kind)
+    proc = _start(kafka, s.topic("manifest_topic"), kind, tmp_path)
     try:
         await publish(s, "manifest_topic", [POISON])  # read from the start once assigned
         try:
