@@ -243,7 +243,12 @@ def _obj(spec: Spec) -> Rule:
     nested = [(name, rule.keys) for name, (rule, _req) in spec.items() if rule.keys is not None]
 
     def keys(v: Record) -> int:
-        return len(v) + sum(count(v[name]) for name, count in nested if v.get(name) is not None)
+        n = len(v)
+        for name, count in nested:
+            x = v.get(name)
+            if x is not None:
+                n += count(x)
+        return n
 
     exact = all(rule.exact for rule, _required in spec.values())
     return Rule(check, _typed_dict(spec), exact, keys)
@@ -259,7 +264,7 @@ def _list_of(item: Rule, lo: int, hi: int) -> Rule:
 
     typ = Annotated[list[item.typ], msgspec.Meta(min_length=lo, max_length=hi)]  # type: ignore[name-defined]
     count = item.keys
-    keys = None if count is None else (lambda v: sum(count(x) for x in v))
+    keys = None if count is None else (lambda v: sum(map(count, v)))
     return Rule(check, typ, item.exact, keys)
 
 
