@@ -67,9 +67,10 @@ integration: setup model
 slow: setup
 	$(BIN)/python -m pytest -q -m slow -o addopts=""
 
-## make bench: throughput and latency, worker state at scale, model quality (real broker);
-## about an hour on 2 cores; figures in benchmarks/RESULTS.md
+## make bench: compute cost per decision (no broker), throughput and latency, worker state at
+## scale, model quality (real broker); about an hour on 2 cores; figures in benchmarks/RESULTS.md
 bench: setup
+	$(BIN)/python -m benchmarks.compute
 	$(PYTHON) deploy/kafka/broker.py start
 	$(BIN)/python -m benchmarks.throughput --workers 1 2
 	$(BIN)/python -m benchmarks.latency

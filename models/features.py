@@ -250,8 +250,9 @@ def _row(v: ParcelView, refs: References) -> list[float]:
 
 
 def build_features(views: Sequence[ParcelView], refs: References) -> np.ndarray:
-    """Views -> float32 matrix (len(views), len(FEATURES)); missing inputs are NaN."""
-    out = np.empty((len(views), len(FEATURES)), dtype=np.float32)
-    for i, v in enumerate(views):
-        out[i] = _row(v, refs)
-    return out
+    """Views -> float32 matrix (len(views), len(FEATURES)); missing inputs are NaN.
+
+    The rows are Python floats, converted to float32 in one pass over the batch."""
+    if not views:
+        return np.empty((0, len(FEATURES)), dtype=np.float32)
+    return np.array([_row(v, refs) for v in views], dtype=np.float32)

@@ -93,16 +93,26 @@ class ParcelRiskModel(BaseEstimator):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(n, n_labels) calibrated probabilities; NotFittedError before `fit`, ValueError
         for rows with another feature count than the model was fitted on."""
+        X = self._checked(X)
+        out = np.zeros((len(X), len(self.estimators_)), dtype=np.float64)
+        for j in range(len(self.estimators_)):
+            out[:, j] = self._calibrated(X, j)
+        return out
+
+    def predict_label(self, X: np.ndarray, j: int) -> np.ndarray:
+        """(n,) calibrated probabilities of label `j` alone: only its trees run (a reason
+        explains one category)."""
+        return self._calibrated(self._checked(X), j)
+
+    def _checked(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, ensure_all_finite=False, ensure_min_samples=0)
-        X = self._fill(X)
-        out = np.zeros((len(X), len(self.estimators_)), dtype=np.float64)
-        if not len(X):
-            return out  # an empty batch (the trees refuse one)
-        for j, (clf, iso) in enumerate(zip(self.estimators_, self.calibrators_, strict=True)):
-            if clf is None or iso is None:
-                continue  # a label the training data never showed: 0
-            raw = clf.predict_proba(X)[:, 1]
-            # isotonic steps tie many parcels; a sliver of the raw score keeps the ranking
-            out[:, j] = np.clip(iso.predict(raw) + 1e-6 * raw, 0.0, 1.0)
-        return out
+        return self._fill(X)
+
+    def _calibrated(self, X: np.ndarray, j: int) -> np.ndarray:
+        clf, iso = self.estimators_[j], self.calibrators_[j]
+        if clf is None or iso is None or not len(X):
+            return np.zeros(len(X))  # a label training never showed, or an empty batch
+        raw = clf.predict_proba(X)[:, 1]
+        # isotonic steps tie many parcels; a sliver of the raw score keeps the ranking
+        return np.asarray(np.clip(iso.predict(raw) + 1e-6 * raw, 0.0, 1.0))

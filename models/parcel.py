@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, TypedDict
 
 from models import nomenclature as hs
@@ -110,6 +111,7 @@ def normalise(text: str) -> str:
     return " ".join(_words(text))
 
 
+@lru_cache(maxsize=1 << 16)  # a shipper's parcels come one after another
 def shipper_key(name: str, country: str) -> str:
     """'Shenzhen JOY Trading Co., Ltd.' and 'shenzhen joy' in CN are the same shipper."""
     words = _words(name)
@@ -120,6 +122,7 @@ def shipper_key(name: str, country: str) -> str:
     )
 
 
+@lru_cache(maxsize=1 << 16)
 def consignee_key(address: str, zip_code: str | None) -> str:
     """A delivery address, tolerant of case, punctuation and street-type spelling."""
     words = [_ADDRESS_WORDS.get(w, w) for w in _words(address)]
@@ -135,6 +138,7 @@ def keys(view: ParcelView) -> tuple[str, str]:
     )
 
 
+@lru_cache(maxsize=1 << 16)  # a shipper's name comes with each of its parcels
 def is_business(name: str) -> bool:
     """A company's name rather than a private person's."""
     return not COMPANY_WORDS.isdisjoint(_words(name))

@@ -345,7 +345,11 @@ def _score(
 ) -> ScoreResult:
     views = [p["view"] for p in parcels]
     scored = scorer.score(views)
-    matches = [(rules or RuleSet()).evaluate(v, scored.features[i]) for i, v in enumerate(views)]
+    keys = [(p["shipper_key"], p["consignee_key"]) for p in parcels]
+    ruleset = rules or RuleSet()
+    matches = [
+        ruleset.evaluate(v, row, k) for v, row, k in zip(views, scored.features, keys, strict=True)
+    ]
     actions, categories = merge(scored.actions, scored.categories, matches)
     if cap is not None:
         for i, (a, c) in enumerate(zip(actions, categories, strict=True)):
@@ -367,6 +371,7 @@ def _score(
         scorer.version,
         pseudonym_key,
         [[m.rule for m in ms] for ms in matches],
+        keys,
     )
     flagged = [
         (i, c, a)

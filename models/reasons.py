@@ -4,10 +4,11 @@ Attribution by occlusion: for each flagged parcel, each fact in turn is made typ
 features set to their training medians) and the parcel is rescored; the facts whose
 removal drops the score most are candidate reasons. A fact is the group of features one
 sentence is about (the declared value, the threshold gap and the entry/manifest ratio are
-one value), so correlated features do not hide each other's contribution. All perturbed
-rows of a batch go through one `predict_proba` call (the parcels' own scores come from the
-scoring pass), and only values that can make a reason are perturbed: a missing (NaN)
-value, a value already typical or a feature without a sentence never is one.
+one value), so correlated features do not hide each other's contribution. The perturbed
+rows of a batch go through one model call per category explained, which runs only that
+category's trees (the parcels' own scores come from the scoring pass), and only values
+that can make a reason are perturbed: a missing (NaN) value, a value already typical or a
+feature without a sentence never is one.
 
 A reason is the analyst's case for opening the parcel, so a candidate is kept only if it
 is a true sentence about a value that exists and is evidence for the category being
@@ -56,6 +57,8 @@ FEW_PARCELS = 5
 
 class Predicts(Protocol):
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+    def predict_label(self, X: np.ndarray, j: int) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def explain(
     """Up to `top` reasons per parcel for the category `label_idx` names, strongest first.
 
     `base` is each parcel's score for that category when the caller already has it (the
-    scorer does), which leaves one model call for the whole batch.
+    scorer does), which leaves one model call per category for the whole batch.
     """
     n, _f = X.shape
     labels = np.asarray(label_idx, dtype=np.intp)
@@ -125,7 +128,10 @@ def explain(
     if len(rows):
         change = movable[rows] & _MEMBERS[groups]
         perturbed = np.where(change, med[None, :], X[rows])
-        probs = model.predict_proba(perturbed)[np.arange(len(rows)), labels[rows]]
+        probs = np.empty(len(rows))
+        for j in np.unique(labels[rows]).tolist():  # each row only for the category it explains
+            of_j = labels[rows] == j
+            probs[of_j] = model.predict_label(perturbed[of_j], j)
         drops = base[rows] - probs
     out: list[list[str]] = []
     start = np.searchsorted(rows, np.arange(n + 1))  # rows are sorted by parcel

@@ -1,9 +1,14 @@
 """The v1 record schemas (design.md) and their validation.
 
-Records stay plain dicts (what orjson gives) because per-record objects cost more than the
-scoring itself at tens of thousands of parcels per second. Validation is strict and every
-failure names the field and the reason, because an analyst or a carrier's integrator has to
-be able to fix the sender from the dead-letter record alone.
+Records stay plain dicts because per-record objects cost more than the scoring itself at
+tens of thousands of parcels per second. Validation is strict and every failure names the
+field and the reason, because an analyst or a carrier's integrator has to be able to fix
+the sender from the dead-letter record alone.
+
+Each field rule is stated once and has two forms: a msgspec type (decoded and checked in C)
+that accepts exactly the values already in normal form, and a Python check that normalises
+(strips, upper-cases) or says in words why not. A record goes through the C decoder; only
+one it refuses goes through the Python checks, which then name the field and the reason.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict, cast
 
+import msgspec
 import orjson
 
 SCHEMA_VERSION: Final = 1
@@ -62,6 +69,24 @@ Record = dict[str, Any]
 Check = Callable[[Any, str], Any]
 
 
+@dataclass(frozen=True)
+class Rule:
+    """One field's rule: `check` normalises a value or says why not; `typ` is the msgspec
+    type of the values `check` returns unchanged, in plain JSON (`_plain`: its strings
+    have no whitespace at either end). `exact`: `typ` is the whole rule (else `check` also
+    runs on what the C decoder accepted)."""
+
+    check: Check
+    typ: Any
+    exact: bool = True
+    keys: Callable[[Any], int] | None = None  # keys in a value, for rules of objects
+
+
+def _matching(rx: str) -> Any:
+    """A string type matching all of `rx` (\\Z: `$` would allow a trailing newline)."""
+    return Annotated[str, msgspec.Meta(pattern=f"^(?:{rx})\\Z")]
+
+
 def mawb_check_digit(serial7: str) -> int:
     """IATA air waybill check digit: the 7-digit serial modulo 7."""
     return int(serial7) % 7
@@ -87,7 +112,7 @@ def entry_check_digit(filer: str, serial7: str) -> int:
 # -- field checks: each returns the (possibly normalised) value or raises RecordError ----------
 
 
-def _text(max_len: int = MAX_TEXT, min_len: int = 1) -> Check:
+def _text(max_len: int = MAX_TEXT, min_len: int = 1) -> Rule:
     def check(v: Any, f: str) -> str:
         if not isinstance(v, str):
             raise RecordError(f, f"expected a string, got {_typename(v)}")
@@ -98,22 +123,24 @@ def _text(max_len: int = MAX_TEXT, min_len: int = 1) -> Check:
             raise RecordError(f, f"too long ({len(s)} characters, at most {max_len})")
         return s
 
-    return check
+    return Rule(check, Annotated[str, msgspec.Meta(min_length=min_len, max_length=max_len)])
 
 
-def _pattern(rx: re.Pattern[str], what: str, upper: bool = True) -> Check:
+def _pattern(rx: re.Pattern[str], what: str) -> Rule:
+    """Codes: upper-cased and stripped, then matched (the patterns are upper case and ASCII)."""
+
     def check(v: Any, f: str) -> str:
         if not isinstance(v, str):
             raise RecordError(f, f"expected a string, got {_typename(v)}")
-        s = v.strip().upper() if upper else v.strip()
+        s = v.strip().upper()
         if not rx.fullmatch(s):
             raise RecordError(f, f"{_clip(v)!r} is not {what}")
         return s
 
-    return check
+    return Rule(check, _matching(f"(?a:{rx.pattern})"))
 
 
-def _number(lo: float, hi: float, lo_open: bool = False) -> Check:
+def _number(lo: float, hi: float, lo_open: bool = False) -> Rule:
     def check(v: Any, f: str) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise RecordError(f, f"expected a number, got {_typename(v)}")
@@ -126,10 +153,11 @@ def _number(lo: float, hi: float, lo_open: bool = False) -> Check:
             raise RecordError(f, f"{x:g} is absurd (at most {hi:g})")
         return x
 
-    return check
+    bounds = msgspec.Meta(gt=lo, le=hi) if lo_open else msgspec.Meta(ge=lo, le=hi)
+    return Rule(check, Annotated[float, bounds])
 
 
-def _integer(lo: int, hi: int) -> Check:
+def _integer(lo: int, hi: int) -> Rule:
     def check(v: Any, f: str) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
             raise RecordError(f, f"expected an integer, got {_typename(v)}")
@@ -137,14 +165,14 @@ def _integer(lo: int, hi: int) -> Check:
             raise RecordError(f, f"{v} is absurd (must be between {lo} and {hi})")
         return v
 
-    return check
+    return Rule(check, Annotated[int, msgspec.Meta(ge=lo, le=hi)])
 
 
 # Event times before this are absurd (no parcel record of this system predates it)
 EARLIEST_EVENT_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def _timestamp(v: Any, f: str) -> str:
+def _check_timestamp(v: Any, f: str) -> str:
     """An ISO 8601 instant: with a time zone, because a naive time is a different instant
     for every reader (and once crashed the scoring stage)."""
     if not isinstance(v, str):
@@ -160,12 +188,15 @@ def _timestamp(v: Any, f: str) -> str:
     return v
 
 
+_timestamp = Rule(_check_timestamp, str, exact=False)
+
+
 def event_epoch(rec: Record) -> float:
     """A validated record's event time, in seconds since the epoch."""
     return datetime.fromisoformat(rec["event_time"]).timestamp()
 
 
-def _date(v: Any, f: str) -> str:
+def _check_date(v: Any, f: str) -> str:
     if not isinstance(v, str):
         raise RecordError(f, f"expected an ISO 8601 date string, got {_typename(v)}")
     try:
@@ -175,7 +206,10 @@ def _date(v: Any, f: str) -> str:
     return v
 
 
-def _one_of(allowed: frozenset[str]) -> Check:
+_date = Rule(_check_date, str, exact=False)
+
+
+def _one_of(allowed: frozenset[str]) -> Rule:
     def check(v: Any, f: str) -> str:
         if not isinstance(v, str):
             raise RecordError(f, f"expected a string, got {_typename(v)}")
@@ -183,10 +217,12 @@ def _one_of(allowed: frozenset[str]) -> Check:
             raise RecordError(f, f"{_clip(v)!r} is not one of {', '.join(sorted(allowed))}")
         return v
 
-    return check
+    return Rule(check, cast(Any, Literal)[tuple(sorted(allowed))])
 
 
-def _hts(rx: re.Pattern[str], what: str) -> Check:
+def _hts(rx: re.Pattern[str], what: str, dotted: bool = False) -> Rule:
+    """`dotted`: codes that often come as 6404.19, normalised after the C decoder."""
+
     def check(v: Any, f: str) -> str:
         if not isinstance(v, str):
             raise RecordError(f, f"expected a string, got {_typename(v)}")
@@ -195,25 +231,51 @@ def _hts(rx: re.Pattern[str], what: str) -> Check:
             raise RecordError(f, f"{_clip(v)!r} is not {what}")
         return s
 
-    return check
+    if dotted:
+        return Rule(check, str, exact=False)
+    return Rule(check, _matching(f"(?a:{rx.pattern})"))  # the pattern has no dots or spaces
 
 
-def _obj(spec: Spec) -> Check:
+def _obj(spec: Spec) -> Rule:
     def check(v: Any, f: str) -> Record:
         return _validate(v, spec, f + ".")
 
-    return check
+    nested = [(name, rule.keys) for name, (rule, _req) in spec.items() if rule.keys is not None]
+
+    def keys(v: Record) -> int:
+        n = len(v)
+        for name, count in nested:
+            x = v.get(name)
+            if x is not None:
+                n += count(x)
+        return n
+
+    exact = all(rule.exact for rule, _required in spec.values())
+    return Rule(check, _typed_dict(spec), exact, keys)
 
 
-def _list_of(item: Check, lo: int, hi: int) -> Check:
+def _list_of(item: Rule, lo: int, hi: int) -> Rule:
     def check(v: Any, f: str) -> list[Any]:
         if not isinstance(v, list):
             raise RecordError(f, f"expected a list, got {_typename(v)}")
         if not lo <= len(v) <= hi:
             raise RecordError(f, f"has {len(v)} items (must have {lo} to {hi})")
-        return [item(x, f"{f}[{i}]") for i, x in enumerate(v)]
+        return [item.check(x, f"{f}[{i}]") for i, x in enumerate(v)]
 
-    return check
+    typ = Annotated[list[item.typ], msgspec.Meta(min_length=lo, max_length=hi)]  # type: ignore[name-defined]
+    count = item.keys
+    keys = None if count is None else (lambda v: sum(map(count, v)))
+    return Rule(check, typ, item.exact, keys)
+
+
+def _typed_dict(spec: Spec) -> Any:
+    """The msgspec type of a spec's objects: optional fields may be absent or null (as
+    `_validate` allows); unknown fields are dropped, which `_key_count_typed` notices."""
+    fields = {
+        name: rule.typ if required else NotRequired[rule.typ | None]
+        for name, (rule, required) in spec.items()
+    }
+    return TypedDict("Record", fields)  # type: ignore[operator]
 
 
 def _typename(v: Any) -> str:
@@ -227,11 +289,11 @@ def _clip(v: Any, n: int = 40) -> str:
     return s if len(s) <= n else s[:n] + "..."
 
 
-# A spec maps field -> (check, required).
-Spec = Mapping[str, tuple[Check, bool]]
+# A spec maps field -> (rule, required).
+Spec = Mapping[str, tuple[Rule, bool]]
 
 _NAME = _text(200)
-_PARTY_BASE: dict[str, tuple[Check, bool]] = {
+_PARTY_BASE: dict[str, tuple[Rule, bool]] = {
     "name": (_NAME, True),
     "address": (_text(300), True),
     "city": (_text(100), True),
@@ -261,7 +323,7 @@ MANIFEST: Spec = {
     "weight_kg": (_number(0.0, MAX_WEIGHT_KG, lo_open=True), True),
     "declared_value": (_number(0.0, MAX_VALUE_USD), True),
     "currency": (_pattern(_CURRENCY, "an ISO 4217 currency code"), True),
-    "hts": (_hts(_HTS_ANY, "an HS/HTS code of 4, 6, 8 or 10 digits"), False),
+    "hts": (_hts(_HTS_ANY, "an HS/HTS code of 4, 6, 8 or 10 digits", dotted=True), False),
 }
 
 ENTRY_LINE: Spec = {
@@ -308,7 +370,7 @@ _SCORES: Spec = {c: (_number(0.0, 1.0), True) for c in CATEGORIES}
 HOLD: Spec = {
     "schema_version": (_integer(1, 1), True),
     "hawb": (_pattern(_HAWB, "a house air waybill (1-12 letters or digits)"), True),
-    "entry_number": (lambda v, f: v, False),
+    "entry_number": (Rule(lambda v, f: v, Any), False),
     "scores": (_obj(_SCORES), True),
     "category": (_one_of(frozenset(CATEGORIES)), True),
     "action": (_one_of(ACTIONS), True),
@@ -324,12 +386,12 @@ def _validate(v: Any, spec: Spec, prefix: str = "") -> Record:
     if not isinstance(v, dict):
         raise RecordError(prefix.rstrip(".") or "record", f"expected an object, got {_typename(v)}")
     out: Record = dict(v)
-    for name, (check, required) in spec.items():
+    for name, (rule, required) in spec.items():
         if name not in v or v[name] is None:
             if required:
                 raise RecordError(prefix + name, "missing required field")
             continue
-        out[name] = check(v[name], prefix + name)
+        out[name] = rule.check(v[name], prefix + name)
     return out
 
 
@@ -359,6 +421,14 @@ KINDS: Final = {
     "disposition": (DISPOSITION, None),
     "hold": (HOLD, None),
 }
+_RECORDS: Final = {kind: _obj(spec) for kind, (spec, _extra) in KINDS.items()}
+_DECODERS: Final = {kind: msgspec.json.Decoder(rule.typ) for kind, rule in _RECORDS.items()}
+# the checks the C decoder cannot make (time zones, dates, dotted codes): run on what it
+# accepted
+_CHECKED_AFTER: Final = {
+    kind: [(name, rule.check) for name, (rule, _required) in spec.items() if not rule.exact]
+    for kind, (spec, _extra) in KINDS.items()
+}
 
 
 def validate(kind: str, obj: Any) -> Record:
@@ -383,6 +453,61 @@ def decode(
         raise RecordError("record", "empty message (no value)")
     if len(raw) > max_bytes:
         raise RecordError("record", f"too large ({len(raw)} bytes, at most {max_bytes})")
+    rec = _typed(kind, raw)
+    if rec is None:
+        rec = _explained(kind, raw)
+    if latest is not None and event_epoch(rec) > latest:
+        ahead = datetime.fromtimestamp(latest, UTC).isoformat(timespec="seconds")
+        raise RecordError(
+            "event_time", f"{_clip(rec['event_time'])!r} is in the future (later than {ahead})"
+        )
+    return rec
+
+
+# whitespace other than ASCII, which str.strip() removes too
+_UNICODE_SPACE: Final = re.compile(
+    rb"\xc2[\x85\xa0]|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xa8\xa9\xaf]|\xe2\x81\x9f|\xe3\x80\x80"
+)
+
+
+def _plain(raw: bytes) -> bool:
+    """Compact JSON without escapes, as producers write it: no backslash, no line breaks or
+    tabs (JSON strings cannot hold them raw), no space beside a quote, no Unicode space.
+    Then no string has whitespace at either end, and `":` ends exactly the keys."""
+    return not (
+        b"\\" in raw
+        or b"\n" in raw
+        or b"\r" in raw
+        or b"\t" in raw
+        or b'" ' in raw
+        or b' "' in raw
+        or (not raw.isascii() and _UNICODE_SPACE.search(raw))
+    )
+
+
+def _typed(kind: str, raw: bytes) -> Record | None:
+    """The record as the C decoder reads it, or None where the Python checks must decide:
+    JSON that is not plain, a record the C decoder refuses, or keys in the bytes that it
+    did not keep (unknown or repeated ones)."""
+    if not _plain(raw):
+        return None
+    try:
+        rec: Record = _DECODERS[kind].decode(raw)
+    except (msgspec.MsgspecError, ValueError):  # ValueError: not UTF-8
+        return None
+    if raw.count(b'":') != cast(Callable[[Any], int], _RECORDS[kind].keys)(rec):
+        return None
+    for name, check in _CHECKED_AFTER[kind]:
+        if rec.get(name) is not None:
+            rec[name] = check(rec[name], name)
+    extra = KINDS[kind][1]
+    if extra is not None:
+        extra(rec)
+    return rec
+
+
+def _explained(kind: str, raw: bytes) -> Record:
+    """The Python path: parses, normalises, and raises RecordError naming the field."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -394,11 +519,6 @@ def decode(
         raise RecordError("record", f"not valid JSON ({_clip(msg, 80)})") from None
     rec = validate(kind, obj)
     _check_unique_keys(raw, obj)
-    if latest is not None and event_epoch(rec) > latest:
-        ahead = datetime.fromtimestamp(latest, UTC).isoformat(timespec="seconds")
-        raise RecordError(
-            "event_time", f"{_clip(rec['event_time'])!r} is in the future (later than {ahead})"
-        )
     return rec
 
 

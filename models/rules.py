@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from models import parcel
-from models.features import FEATURES, INDEX
+from models.features import FEATURES
 from models.parcel import DE_MINIMIS_USD, ParcelView
 from models.records import CATEGORIES
 
@@ -94,11 +94,14 @@ class RuleSet:
     rules: tuple[Rule, ...] = ()
     policy: Policy = field(default_factory=Policy)
 
-    def evaluate(self, view: ParcelView, features: Any) -> list[Match]:
-        """Every rule and policy check this parcel meets."""
+    def evaluate(
+        self, view: ParcelView, features: Any, keys: tuple[str, str] | None = None
+    ) -> list[Match]:
+        """Every rule and policy check this parcel meets. `keys`: the parcel's shipper and
+        consignee keys when the caller has them (the stages do), else made from the view."""
         facts = _facts(view, features)
         out: list[Match] = []
-        skey, ckey = parcel.keys(view)
+        skey, ckey = keys or parcel.keys(view)
         for r in self.rules:
             why = ""
             if r.shippers and skey in r.shippers:
@@ -148,7 +151,7 @@ class RuleSet:
 def _facts(view: ParcelView, features: Any) -> dict[str, Any]:
     """What a condition can name: the features, and a few facts of the parcel's own."""
     entry, manifest = view.get("entry"), view.get("manifest")
-    facts: dict[str, Any] = {name: float(features[i]) for name, i in INDEX.items()}
+    facts: dict[str, Any] = dict(zip(FEATURES, features.tolist(), strict=True))
     facts.update(
         origin=parcel.parties(view)[0]["country"],
         hs=parcel.hs_code(view),

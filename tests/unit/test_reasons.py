@@ -347,6 +347,9 @@ class LinearModel:
         dist = np.nan_to_num(np.asarray(X, dtype=np.float64) - self.med, nan=1.0)
         return 0.1 + dist @ self.w.T
 
+    def predict_label(self, X: np.ndarray, j: int) -> np.ndarray:
+        return self.predict_proba(X)[:, j]
+
 
 def _hold(view: ParcelView, category: str, weights: dict[str, float]) -> list[str]:
     medians = _medians()
@@ -497,20 +500,25 @@ def test_golden_sentences() -> None:
 
 
 class Counting:
-    """The served model, with the sizes of the batches it was asked to score."""
+    """The served model, with the sizes of the batches it was asked to score (all labels'
+    trees in `sizes`, one label's in `label_sizes`)."""
 
     def __init__(self, model: Any) -> None:
-        self.model, self.sizes = model, []
+        self.model, self.sizes, self.label_sizes = model, [], []
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         self.sizes.append(len(X))
         return self.model.predict_proba(X)
 
+    def predict_label(self, X: np.ndarray, j: int) -> np.ndarray:
+        self.label_sizes.append((CATEGORIES[j], len(X)))
+        return self.model.predict_label(X, j)
 
-def test_reasons_cost_one_model_call_per_batch_over_explainable_values(model_dir) -> None:  # type: ignore[no-untyped-def]
+
+def test_reasons_cost_one_model_call_per_category_over_explainable_values(model_dir) -> None:  # type: ignore[no-untyped-def]
     """On the worker's hot path: the scorer's own scores serve as the base, so explaining a
-    batch is one predict_proba, one row per flagged parcel and fact with a value that is
-    neither missing nor already typical."""
+    batch is one call per category explained, running that category's trees only, one row
+    per flagged parcel and fact with a value that is neither missing nor already typical."""
     artifact = load(model_dir)
     model = Counting(artifact.model)
     scorer = Scorer(replace(artifact, model=model))
@@ -530,9 +538,12 @@ def test_reasons_cost_one_model_call_per_batch_over_explainable_values(model_dir
     medians = np.asarray(artifact.feature_medians, dtype=np.float32)
     movable = np.isfinite(X) & (medians != X)
     facts = [[INDEX[name] for name in names] for _t, names in GROUPS]
-    expected = sum(movable[i, cols].any() for i in range(2) for cols in facts)
-    assert model.sizes == [expected]  # one call for the batch, none per row
-    assert 0 < expected < 2 * len(GROUPS) < 2 * len(INDEX)
+    expected = [sum(movable[i, cols].any() for cols in facts) for i in range(2)]
+    assert model.sizes == []  # no call runs every label's trees
+    # one call per category for the batch, none per row
+    calls = sorted(zip(["counterfeit", "fentanyl"], expected, strict=True))
+    assert sorted(model.label_sizes) == calls
+    assert 0 < sum(expected) < 2 * len(GROUPS) < 2 * len(INDEX)
 
 
 def test_titles_come_from_the_nomenclature() -> None:

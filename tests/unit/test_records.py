@@ -8,11 +8,12 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.records import (
     RecordError,
+    _explained,
     decode,
     encode,
     entry_check_digit,
@@ -184,3 +185,52 @@ def test_event_time_in_the_future_is_refused_against_the_given_bound() -> None:
         decode("manifest", late, latest=1_800_000_000.0)
     assert info.value.field == "event_time" and "in the future" in info.value.reason
     assert decode("manifest", encode(MANIFEST), latest=1_800_000_000.0)
+
+
+def _paths(rec: Any, prefix: str = "") -> list[str]:
+    """Every field of a record, nested ones as a.b or lines.0.c."""
+    if isinstance(rec, list):
+        return [p for i, v in enumerate(rec) for p in _paths(v, f"{prefix}{i}.")]
+    out = []
+    for k, v in rec.items():
+        out.append(prefix + k)
+        if isinstance(v, dict | list):
+            out += _paths(v, f"{prefix}{k}.")
+    return out
+
+
+def _outcome(kind: str, raw: bytes, fn: Any) -> Any:
+    try:
+        return fn(kind, raw)
+    except RecordError as err:
+        return (err.field, err.reason)
+
+
+@settings(max_examples=300)
+@given(
+    kind_path=st.one_of(
+        *(
+            st.tuples(st.just(kind), st.sampled_from([*_paths(base), "extra_field"]))
+            for kind, base in (("manifest", MANIFEST), ("entry", ENTRY))
+        )
+    ),
+    value=st.one_of(
+        st.text(alphabet=" .\t\u00a0\u3000aZ09-:T+", max_size=14),
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.booleans(),
+        st.none(),
+        st.just(KeyError),
+    ),
+    pretty=st.booleans(),
+)
+def test_the_c_decoder_agrees_with_the_python_checks(
+    kind_path: tuple[str, str], value: Any, pretty: bool
+) -> None:
+    """Whatever decides, the record and the dead-letter reason are the Python checks'."""
+    kind, path = kind_path
+    base = MANIFEST if kind == "manifest" else ENTRY
+    raw = _broken(base, path, 1 if path == "extra_field" and value is KeyError else value)
+    if pretty:
+        raw = json.dumps(orjson.loads(raw)).encode()
+    assert _outcome(kind, raw, decode) == _outcome(kind, raw, _explained)

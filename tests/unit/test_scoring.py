@@ -12,6 +12,7 @@ import skops.io as sio
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from models.features import References, build_features
+from models.parcel import keys
 from models.reasons import describe
 from models.records import validate
 from models.registry import ArtifactError, load, versions
@@ -128,9 +129,12 @@ def test_hold_cap_turns_extra_model_holds_into_reviews(model_dir) -> None:
     scorer = Scorer(load(model_dir))
     scorer.thresholds = {c: {"hold": 1e-9, "review": 1e-9} for c in THRESHOLDS}  # all hold
     m = validate("manifest", MANIFEST)
+    shipper_key, consignee_key = keys({"hawb": "H0", "manifest": m, "entry": None})
     parcels = [
         {
             "view": {"hawb": f"H{i}", "manifest": m, "entry": None},
+            "shipper_key": shipper_key,  # as the join stage names them
+            "consignee_key": consignee_key,
             "revision": 1,
             "event_epoch": 3600.0 * 10,
             "source": {"topic": "t", "partition": 0, "offset": i},
