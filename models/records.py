@@ -284,7 +284,7 @@ ENTRY: Spec = {
     "hawb": (_pattern(_HAWB, "a house air waybill (1-12 letters or digits)"), True),
     "mawb": (_pattern(_DIGITS11, "a master air waybill (11 digits)"), True),
     "port_of_entry": (_pattern(_PORT, "a 4-digit CBP port code"), True),
-    "estimated_arrival": (_date, True),
+    "estimated_arrival": (_date, False),  # required for Type 86 by policy (rules.py)
     "shipper": (_obj(SHIPPER), True),
     "consignee": (_obj(CONSIGNEE), True),
     "lines": (_list_of(_obj(ENTRY_LINE), 1, MAX_LINES), True),
