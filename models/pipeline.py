@@ -259,10 +259,14 @@ def consignee_batch(
     """Stage 2 (keyed by consignee address): attach and update the consignee's history."""
 
     def attach(m: ParcelMessage, state: Any) -> None:
-        m["view"]["consignee_history"] = history.consignee_features(state, m["event_epoch"])
+        m["view"]["consignee_history"] = history.consignee_features(
+            state, m["event_epoch"], m["view"]["hawb"]
+        )
 
     def observe(m: ParcelMessage, state: Any) -> dict[str, Any]:
-        return history.observe_consignee_parcel(state, m["shipper_key"], m["event_epoch"])
+        return history.observe_consignee_parcel(
+            state, m["view"], m["shipper_key"], m["event_epoch"]
+        )
 
     bad = _enrich(msgs, consignees, "consignee_key", ctx, attach, observe, dead)
     return [(m["shipper_key"].encode(), m) for i, m in enumerate(msgs) if i not in bad]

@@ -43,7 +43,7 @@ from typing import Any
 from models import parcel
 from models.features import FEATURES, INDEX
 from models.parcel import DE_MINIMIS_USD, ParcelView
-from models.records import CATEGORIES
+from models.records import CATEGORIES, Record
 
 log = logging.getLogger(__name__)
 ACTIONS = {"review": 1, "hold": 2}
@@ -87,6 +87,11 @@ class Policy:
     de_minimis_usd: float = DE_MINIMIS_USD
     entry_types: frozenset[str] = frozenset({"86"})
     excluded: tuple[tuple[frozenset[str], date], ...] = ()
+    # Section 321 checks, each from its date on (None: off): filed prior to or upon arrival,
+    # with the estimated arrival, and one consignee's de minimis value a day in aggregate
+    late_filing_from: date | None = None
+    estimated_arrival_from: date | None = None
+    daily_aggregate_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,67 @@ class RuleSet:
         if entry is None or entry["entry_type"] not in self.policy.entry_types:
             return []
         day = datetime.fromisoformat(entry["event_time"]).date()
+        return [
+            *self._eligibility(day, entry, facts),
+            *self._filing(view, day, entry),
+            *self._aggregate(view, entry),
+        ]
+
+    def _filing(self, view: ParcelView, day: date, entry: Record) -> list[Match]:
+        """Filed prior to or upon arrival (89 FR 2630), with the estimated arrival (CSMS
+        61421135): a day after the manifest's arrival date or the entry's own estimate is
+        late."""
+        p, out = self.policy, []
+        eta = entry.get("estimated_arrival")
+        if p.estimated_arrival_from is not None and day >= p.estimated_arrival_from and not eta:
+            out.append(
+                Match(
+                    "t86_no_eta",
+                    "review",
+                    "undervaluation",
+                    f"type {entry['entry_type']} entry {entry['entry_number']} filed without "
+                    "its estimated arrival",
+                )
+            )
+        if p.late_filing_from is None or day < p.late_filing_from:
+            return out
+        manifest = view.get("manifest")
+        arrivals = [("manifest arrival", manifest["arrival_date"])] if manifest else []
+        arrivals += [("its estimated arrival", eta)] if eta else []
+        for what, arrival in arrivals:
+            if day > date.fromisoformat(arrival[:10]):
+                out.append(
+                    Match(
+                        "late_t86",
+                        "review",
+                        "undervaluation",
+                        f"ineligible for de minimis: type {entry['entry_type']} entry "
+                        f"{entry['entry_number']} filed {day.isoformat()}, after {what} "
+                        f"{arrival[:10]}",
+                    )
+                )
+                break
+        return out
+
+    def _aggregate(self, view: ParcelView, entry: Record) -> list[Match]:
+        """One consignee's de minimis value a day in aggregate (CSMS 61264910): the day's
+        other parcels (consignee history) and this one."""
+        limit = self.policy.daily_aggregate_usd
+        before = (view.get("consignee_history") or {}).get("value_today", 0.0)
+        value = parcel.entry_value_usd(entry)
+        if limit is None or not before or before + value <= limit:
+            return []
+        return [
+            Match(
+                "de_minimis_aggregate",
+                "review",
+                "undervaluation",
+                f"consignee's de minimis value today ${before + value:,.2f} "
+                f"(${before:,.2f} before this ${value:,.2f} parcel) over ${limit:,.0f}",
+            )
+        ]
+
+    def _eligibility(self, day: date, entry: Record, facts: Mapping[str, Any]) -> list[Match]:
         origin = facts["origin"]
         for countries, since in self.policy.excluded:
             if day >= since and ("*" in countries or origin in countries):
@@ -334,11 +400,29 @@ def _policy(p: Mapping[str, Any]) -> Policy:
         (frozenset(x["countries"]), date.fromisoformat(str(x["from"])))
         for x in p.get("excluded_origins", [])
     )
+    unknown = set(p) - {
+        "de_minimis_usd",
+        "de_minimis_entry_types",
+        "excluded_origins",
+        "late_filing_from",
+        "estimated_arrival_from",
+        "daily_aggregate_usd",
+    }
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    aggregate = p.get("daily_aggregate_usd")
     return Policy(
         float(p.get("de_minimis_usd", 800.0)),
         frozenset(p.get("de_minimis_entry_types", ["86"])),
         excluded,
+        _day(p.get("late_filing_from")),
+        _day(p.get("estimated_arrival_from")),
+        float(aggregate) if aggregate is not None else None,
     )
+
+
+def _day(value: Any) -> date | None:
+    return date.fromisoformat(str(value)) if value is not None else None
 
 
 class RulesFile:
