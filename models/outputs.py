@@ -76,6 +76,7 @@ class Decision(TypedDict):
     action: str | None
     category: str | None
     rules: list[str]
+    sample_rate: float | None  # the compliance sample's rate when selected (its weight: 1/rate)
     model_version: str
     features: list[float | None]
     event_time: str
@@ -169,6 +170,7 @@ def decisions_and_holds(
     model_version: str,
     pseudonym_key: bytes,
     rules: Sequence[list[str]] | None = None,
+    sampled: Sequence[float | None] | None = None,
 ) -> tuple[list[Decision], list[Hold]]:
     """One decision per view; a hold for each flagged one."""
     scored_at = now_iso()
@@ -200,6 +202,7 @@ def decisions_and_holds(
             "action": action,
             "category": category,
             "rules": rules[i] if rules else [],
+            "sample_rate": sampled[i] if sampled else None,
             "model_version": model_version,
             "features": features[i],
             "event_time": event_time,

@@ -20,12 +20,14 @@ from models import history, parcel
 from models.join import Bill, forwarded, join_record, mark_forwarded, view_of
 from models.outputs import Decision, Hold, Source, SourceRef, decisions_and_holds
 from models.parcel import ParcelView
-from models.records import Record, RecordError, decode, event_epoch
+from models.records import CATEGORIES, Record, RecordError, decode, event_epoch
 from models.rules import HoldCap, RuleSet, merge
+from models.sampling import Sampler, reason
 from models.scoring import Scorer
 from models.stream_time import StreamTime
 
 Table = MutableMapping[str, Any]
+SAMPLE_RULE = "compliance-sample"  # on the decision and hold of a sampled parcel
 Ctx = Callable[[int], AbstractContextManager[Any]]
 
 
@@ -310,14 +312,16 @@ def score_batch(
     rules: RuleSet | None = None,
     cap: HoldCap | None = None,
     dead: Failures | None = None,
+    sampler: Sampler | None = None,
 ) -> ScoreResult:
-    """Features, model, rules, reasons and the output records for enriched parcels.
+    """Features, model, rules, compliance sample, reasons and the output records for
+    enriched parcels.
 
     Scored as one batch; if that raises and `dead` is given, each parcel is scored alone
     so that only the ones that raise go to `dead` and the rest are decided.
     """
     try:
-        res = _score(parcels, scorer, pseudonym_key, rules, cap)
+        res = _score(parcels, scorer, pseudonym_key, rules, cap, sampler)
     except Exception:
         if dead is None or len(parcels) == 0:
             raise
@@ -327,7 +331,7 @@ def score_batch(
     merged = ScoreResult([], [], [], [])
     for i, p in enumerate(parcels):
         try:
-            one = _score([p], scorer, pseudonym_key, rules, cap)
+            one = _score([p], scorer, pseudonym_key, rules, cap, sampler)
         except Exception as exc:
             dead.append((p, failed(exc)))
             continue
@@ -346,10 +350,12 @@ def _score(
     pseudonym_key: bytes,
     rules: RuleSet | None,
     cap: HoldCap | None,
+    sampler: Sampler | None,
 ) -> ScoreResult:
     views = [p["view"] for p in parcels]
+    rules = rules or RuleSet()
     scored = scorer.score(views)
-    matches = [(rules or RuleSet()).evaluate(v, scored.features[i]) for i, v in enumerate(views)]
+    matches = [rules.evaluate(v, scored.features[i]) for i, v in enumerate(views)]
     actions, categories = merge(scored.actions, scored.categories, matches)
     if cap is not None:
         for i, (a, c) in enumerate(zip(actions, categories, strict=True)):
@@ -357,11 +363,20 @@ def _score(
             hour = int(parcels[i]["event_epoch"] // 3600)
             if a == "hold" and c is not None and not forced and not cap.admit(c, hour):
                 actions[i] = "review"
+    sampled = [sampler.rate(v, rules.sampling) if sampler else None for v in views]
+    names = [[m.rule for m in ms] for ms in matches]
+    for i, rate in enumerate(sampled):
+        if rate is not None:  # examined whatever its score: a hold stays a hold
+            names[i].append(SAMPLE_RULE)
+            if actions[i] != "hold":
+                actions[i] = "sample"
+                categories[i] = categories[i] or CATEGORIES[int(scored.scores[i].argmax())]
     scored = replace(scored, actions=actions, categories=categories)
     reasons = scorer.reasons(views, scored)
     for i, ms in enumerate(matches):
-        if ms:
-            reasons[i] = [m.reason for m in ms] + reasons.get(i, [])
+        said = [reason(views[i], rate, rules.sampling)] if (rate := sampled[i]) else []
+        if ms or said:
+            reasons[i] = said + [m.reason for m in ms] + reasons.get(i, [])
     decisions, holds = decisions_and_holds(
         views,
         [p["source"] for p in parcels],
@@ -370,14 +385,15 @@ def _score(
         reasons,
         scorer.version,
         pseudonym_key,
-        [[m.rule for m in ms] for ms in matches],
+        names,
+        sampled,
     )
     flagged = [
         (i, c, a)
         for i, (c, a) in enumerate(zip(categories, actions, strict=True))
         if a is not None and c is not None
     ]
-    hits = [m.rule for ms in matches for m in ms]
+    hits = [name for ns in names for name in ns]
     return ScoreResult(decisions, holds, flagged, [p["event_epoch"] for p in parcels], hits)
 
 

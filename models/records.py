@@ -28,7 +28,7 @@ MAX_PIECES = 10_000
 ENTRY_TYPES: Final = frozenset({"86", "11", "01"})
 OUTCOMES: Final = frozenset({"released", "seized_narcotics", "seized_ipr", "undervalued", "other"})
 CATEGORIES: Final = ("fentanyl", "counterfeit", "undervaluation")
-ACTIONS: Final = frozenset({"hold", "review"})
+ACTIONS: Final = frozenset({"hold", "review", "sample"})
 # the category each seizure outcome confirms (a release or "other" confirms none)
 FINDINGS: Final = {
     "seized_narcotics": "fentanyl",

@@ -44,6 +44,7 @@ from models import parcel
 from models.features import FEATURES, INDEX
 from models.parcel import DE_MINIMIS_USD, ParcelView
 from models.records import CATEGORIES, Record
+from models.sampling import SamplingPolicy
 
 log = logging.getLogger(__name__)
 ACTIONS = {"review": 1, "hold": 2}
@@ -98,6 +99,7 @@ class Policy:
 class RuleSet:
     rules: tuple[Rule, ...] = ()
     policy: Policy = field(default_factory=Policy)
+    sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
 
     def evaluate(self, view: ParcelView, features: Any) -> list[Match]:
         """Every rule and policy check this parcel meets."""
@@ -354,7 +356,12 @@ def parse(text: str, source: str = "rules") -> RuleSet:
     except (ValueError, TypeError, KeyError) as exc:
         line = next((i + 1 for i, s in enumerate(text.splitlines()) if "policy" in s), "?")
         raise RulesError(f"{source}:{line}: policy: {exc}") from None
-    return RuleSet(tuple(rules), policy)
+    try:
+        sampling = _sampling(doc.get("sampling", {}))
+    except (ValueError, TypeError) as exc:
+        line = next((i + 1 for i, s in enumerate(text_lines) if "[sampling]" in s), "?")
+        raise RulesError(f"{source}:{line}: sampling: {exc}") from None
+    return RuleSet(tuple(rules), policy, sampling)
 
 
 def _rule(r: Mapping[str, Any]) -> Rule:
@@ -419,6 +426,20 @@ def _policy(p: Mapping[str, Any]) -> Policy:
         _day(p.get("estimated_arrival_from")),
         float(aggregate) if aggregate is not None else None,
     )
+
+
+def _sampling(p: Mapping[str, Any]) -> SamplingPolicy:
+    unknown = set(p) - {"share", "min_per_week"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    default = SamplingPolicy()
+    share = float(p.get("share", default.share))
+    minimum = p.get("min_per_week", default.min_per_week)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be between 0 and 1, not {share}")
+    if not isinstance(minimum, int) or minimum < 0:
+        raise ValueError(f"min_per_week must be a whole number >= 0, not {minimum!r}")
+    return SamplingPolicy(share, minimum)
 
 
 def _day(value: Any) -> date | None:

@@ -34,6 +34,7 @@ from models.pipeline import (
 )
 from models.records import CATEGORIES, RecordError
 from models.rules import HoldCap, RulesFile
+from models.sampling import Sampler
 from models.stream_time import StreamTime
 from streams import envelopes, metrics
 from streams.publishing import Outgoing, dead_letters, failed_letters, scored
@@ -86,6 +87,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     tables = define(app, s)
     stream_time = StreamTime()  # per partition of the input topics: bills expire by it
     pkey = s.pseudonym_key.encode()
+    sampler = Sampler(pkey)  # every filer at the share until filers' weekly counts are read
 
     # stage batches count envelopes: about batch_size records
     envelope_batch = max(4, s.batch_size // (envelopes.MAX_RECORDS // 2))
@@ -207,7 +209,9 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             if reloaded:
                 metrics.RULE_RELOADS.labels(reloaded).inc()
             unscored: Failures = []
-            res = score_batch(parcels, scorer, pkey, rules.rules, cap, dead=unscored)
+            res = score_batch(
+                parcels, scorer, pkey, rules.rules, cap, dead=unscored, sampler=sampler
+            )
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(parcels))
             await send(scored(res))

@@ -161,3 +161,42 @@ def test_model_threads_are_capped_and_scores_unchanged(model_dir) -> None:
 def test_model_threads_below_one_refused() -> None:
     with pytest.raises(ValueError, match="PARCEL_RISK_MODEL_THREADS"):
         Settings(model_threads=0).check()
+
+
+def test_the_compliance_sample_is_examined_whatever_the_score(model_dir) -> None:
+    from models.pipeline import SAMPLE_RULE, score_batch
+    from models.rules import parse
+    from models.sampling import Sampler
+
+    scorer = Scorer(load(model_dir))
+    scorer.thresholds = {c: {"hold": 2.0, "review": 2.0} for c in THRESHOLDS}  # none flagged
+    m, e = validate("manifest", MANIFEST), validate("entry", ENTRY)
+    parcels = [
+        {
+            "view": {"hawb": "H1", "manifest": m, "entry": e},
+            "revision": 2,
+            "event_epoch": 3600.0 * 10,
+            "source": {"topic": "t", "partition": 0, "offset": 1},
+        },
+        {
+            "view": {"hawb": "H2", "manifest": m, "entry": None},  # no filer yet: not sampled
+            "revision": 1,
+            "event_epoch": 3600.0 * 10,
+            "source": {"topic": "t", "partition": 0, "offset": 2},
+        },
+    ]
+    everything = parse("[sampling]\nshare = 1.0\n")
+    res = score_batch(parcels, scorer, b"k", everything, sampler=Sampler(b"k"))
+    assert [(i, a) for i, _c, a in res.flagged] == [(0, "sample")]
+    (hold,) = res.holds
+    assert hold["rules"] == [SAMPLE_RULE] and hold["reasons"][0].startswith("compliance sample")
+    assert "filer AB1" in hold["reasons"][0]
+    assert [d["sample_rate"] for d in res.decisions] == [1.0, None]
+    scorer.thresholds = {c: {"hold": 1e-9, "review": 1e-9} for c in THRESHOLDS}
+    held = score_batch(parcels, scorer, b"k", everything, sampler=Sampler(b"k"))
+    assert [a for _i, _c, a in held.flagged] == ["hold", "hold"]  # a hold stays a hold
+    assert SAMPLE_RULE in held.holds[0]["rules"] and SAMPLE_RULE not in held.holds[1]["rules"]
+    none = score_batch(
+        parcels, scorer, b"k", parse("[sampling]\nshare = 0\n"), sampler=Sampler(b"k")
+    )
+    assert all(d["sample_rate"] is None for d in none.decisions)
