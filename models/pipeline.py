@@ -23,7 +23,7 @@ from models.parcel import ParcelView
 from models.records import CATEGORIES, Record, RecordError, decode, event_epoch
 from models.rules import HoldCap, RuleSet, merge
 from models.sampling import Sampler, reason
-from models.scoring import Scorer
+from models.scoring import Scorer, decide
 from models.stream_time import StreamTime
 
 Table = MutableMapping[str, Any]
@@ -355,6 +355,15 @@ def _score(
     views = [p["view"] for p in parcels]
     rules = rules or RuleSet()
     scored = scorer.score(views)
+    trust = [rules.trust(v) for v in views]
+    if any(trust):  # the model's hold thresholds raised; rules and the sample still apply
+        raised = {
+            c: {**t, "hold": t["hold"] * rules.trust_factor} for c, t in scorer.thresholds.items()
+        }
+        rows = [i for i, t in enumerate(trust) if t]
+        trusted_actions, trusted_categories = decide(scored.scores[rows], raised)
+        for i, a, c in zip(rows, trusted_actions, trusted_categories, strict=True):
+            scored.actions[i], scored.categories[i] = a, c
     matches = [rules.evaluate(v, scored.features[i]) for i, v in enumerate(views)]
     actions, categories = merge(scored.actions, scored.categories, matches)
     if cap is not None:
@@ -375,6 +384,10 @@ def _score(
     reasons = scorer.reasons(views, scored)
     for i, ms in enumerate(matches):
         said = [reason(views[i], rate, rules.sampling)] if (rate := sampled[i]) else []
+        if trust[i]:
+            said.append(
+                f"trusted party '{trust[i]}': model hold threshold raised {rules.trust_factor:g}x"
+            )
         if ms or said:
             reasons[i] = said + [m.reason for m in ms] + reasons.get(i, [])
     decisions, holds = decisions_and_holds(
@@ -387,6 +400,7 @@ def _score(
         pseudonym_key,
         names,
         sampled,
+        trust,
     )
     flagged = [
         (i, c, a)

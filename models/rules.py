@@ -96,10 +96,39 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Trusted:
+    """A trusted party (a C-TPAT filer or importer, a known shipper) over its dates."""
+
+    name: str
+    filers: frozenset[str] = frozenset()
+    importers: frozenset[str] = frozenset()  # consignee address keys, as watch lists
+    shippers: frozenset[str] = frozenset()
+    start: date = date.min
+    end: date = date.max  # inclusive
+
+
+@dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...] = ()
     policy: Policy = field(default_factory=Policy)
     sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
+    trusted: tuple[Trusted, ...] = ()
+    trust_factor: float = 1.0  # a trusted parcel's model hold thresholds, times this
+
+    def trust(self, view: ParcelView) -> str | None:
+        """The trusted-party entry that applies to this parcel on its date, if any."""
+        if not self.trusted:
+            return None
+        day = datetime.fromisoformat(parcel.event_time(view)).date()
+        skey, ckey = parcel.keys(view)
+        entry = view.get("entry")
+        filer = entry["filer_code"] if entry else None
+        for t in self.trusted:
+            if t.start <= day <= t.end and (
+                filer in t.filers or ckey in t.importers or skey in t.shippers
+            ):
+                return t.name
+        return None
 
     def evaluate(self, view: ParcelView, features: Any) -> list[Match]:
         """Every rule and policy check this parcel meets."""
@@ -361,7 +390,18 @@ def parse(text: str, source: str = "rules") -> RuleSet:
     except (ValueError, TypeError) as exc:
         line = next((i + 1 for i, s in enumerate(text_lines) if "[sampling]" in s), "?")
         raise RulesError(f"{source}:{line}: sampling: {exc}") from None
-    return RuleSet(tuple(rules), policy, sampling)
+    try:
+        trust = doc.get("trust", {})
+        if set(trust) - {"factor"}:
+            raise ValueError(f"unknown keys {sorted(set(trust) - {'factor'})}")
+        factor = float(trust.get("factor", 1.0))
+        if factor < 1.0:
+            raise ValueError(f"factor must be >= 1 (trust never lowers a threshold), not {factor}")
+        trusted = tuple(_trusted(t) for t in doc.get("trusted", []))
+    except (ValueError, TypeError, KeyError) as exc:
+        line = next((i + 1 for i, s in enumerate(text_lines) if "trust" in s), "?")
+        raise RulesError(f"{source}:{line}: trusted parties: {exc}") from None
+    return RuleSet(tuple(rules), policy, sampling, trusted, factor)
 
 
 def _rule(r: Mapping[str, Any]) -> Rule:
@@ -425,6 +465,27 @@ def _policy(p: Mapping[str, Any]) -> Policy:
         _day(p.get("late_filing_from")),
         _day(p.get("estimated_arrival_from")),
         float(aggregate) if aggregate is not None else None,
+    )
+
+
+def _trusted(t: Mapping[str, Any]) -> Trusted:
+    unknown = set(t) - {"name", "filers", "importers", "shippers", "from", "until"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    if not isinstance(t.get("name"), str) or not t["name"]:
+        raise ValueError("each trusted party needs a name")
+    filers = frozenset(str(f).upper() for f in t.get("filers", []))
+    importers = frozenset(parcel.consignee_key(*_split(c)) for c in t.get("importers", []))
+    shippers = frozenset(parcel.shipper_key(*_split(x)) for x in t.get("shippers", []))
+    if not (filers or importers or shippers):
+        raise ValueError(f"{t['name']!r} names no filers, importers or shippers")
+    return Trusted(
+        t["name"],
+        filers,
+        importers,
+        shippers,
+        _day(t.get("from")) or date.min,
+        _day(t.get("until")) or date.max,
     )
 
 

@@ -239,3 +239,14 @@ def test_a_consignees_day_over_800_in_aggregate_is_flagged_with_the_total() -> N
 def test_policy_keys_are_checked() -> None:
     with pytest.raises(RulesError, match="late_filing_form"):
         parse("[policy]\nlate_filing_form = '2024-01-16'\n")
+
+
+def test_trusted_parties_are_checked() -> None:
+    with pytest.raises(RulesError, match="names no filers"):
+        parse('[[trusted]]\nname = "empty"\n')
+    with pytest.raises(RulesError, match="never lowers"):
+        parse("[trust]\nfactor = 0.5\n")
+    rules = parse('[[trusted]]\nname = "c"\nfilers = ["ab1"]\nfrom = "2025-01-01"\n')
+    assert rules.trust(_view(entry=_entry("2025-06-01", "VN"))) == "c"
+    assert rules.trust(_view(entry=_entry("2024-06-01", "VN"))) is None
+    assert rules.trust(_view()) is None  # no entry, no filer
