@@ -42,6 +42,7 @@ from typing import Any
 
 from models import parcel
 from models.features import FEATURES, INDEX
+from models.filers import Thresholds, thresholds_from
 from models.parcel import DE_MINIMIS_USD, ParcelView
 from models.records import CATEGORIES, Record
 from models.sampling import SamplingPolicy
@@ -114,6 +115,7 @@ class RuleSet:
     sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
     trusted: tuple[Trusted, ...] = ()
     trust_factor: float = 1.0  # a trusted parcel's model hold thresholds, times this
+    filers: Thresholds = field(default_factory=Thresholds)  # scorecard status
 
     def trust(self, view: ParcelView) -> str | None:
         """The trusted-party entry that applies to this parcel on its date, if any."""
@@ -401,7 +403,12 @@ def parse(text: str, source: str = "rules") -> RuleSet:
     except (ValueError, TypeError, KeyError) as exc:
         line = next((i + 1 for i, s in enumerate(text_lines) if "trust" in s), "?")
         raise RulesError(f"{source}:{line}: trusted parties: {exc}") from None
-    return RuleSet(tuple(rules), policy, sampling, trusted, factor)
+    try:
+        filers = thresholds_from(doc.get("filers", {}))
+    except (ValueError, TypeError) as exc:
+        line = next((i + 1 for i, s in enumerate(text_lines) if "[filers]" in s), "?")
+        raise RulesError(f"{source}:{line}: filers: {exc}") from None
+    return RuleSet(tuple(rules), policy, sampling, trusted, factor, filers)
 
 
 def _rule(r: Mapping[str, Any]) -> Rule:
