@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from models import parcel
 from models.features import FEATURES, INDEX
@@ -48,6 +48,7 @@ from models.records import CATEGORIES, Record
 from models.sampling import SamplingPolicy
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 ACTIONS = {"review": 1, "hold": 2}
 FIELDS = (*FEATURES, "origin", "entry_type", "hs", "description", "carrier", "port")
 
@@ -382,32 +383,18 @@ def parse(text: str, source: str = "rules") -> RuleSet:
         if r["name"] in names:
             raise RulesError(f"{where}: rule name {r['name']!r} used twice")
         names.add(r["name"])
-    try:
-        policy = _policy(doc.get("policy", {}))
-    except (ValueError, TypeError, KeyError) as exc:
-        line = next((i + 1 for i, s in enumerate(text.splitlines()) if "policy" in s), "?")
-        raise RulesError(f"{source}:{line}: policy: {exc}") from None
-    try:
-        sampling = _sampling(doc.get("sampling", {}))
-    except (ValueError, TypeError) as exc:
-        line = next((i + 1 for i, s in enumerate(text_lines) if "[sampling]" in s), "?")
-        raise RulesError(f"{source}:{line}: sampling: {exc}") from None
-    try:
-        trust = doc.get("trust", {})
-        if set(trust) - {"factor"}:
-            raise ValueError(f"unknown keys {sorted(set(trust) - {'factor'})}")
-        factor = float(trust.get("factor", 1.0))
-        if factor < 1.0:
-            raise ValueError(f"factor must be >= 1 (trust never lowers a threshold), not {factor}")
-        trusted = tuple(_trusted(t) for t in doc.get("trusted", []))
-    except (ValueError, TypeError, KeyError) as exc:
-        line = next((i + 1 for i, s in enumerate(text_lines) if "trust" in s), "?")
-        raise RulesError(f"{source}:{line}: trusted parties: {exc}") from None
-    try:
-        filers = thresholds_from(doc.get("filers", {}))
-    except (ValueError, TypeError) as exc:
-        line = next((i + 1 for i, s in enumerate(text_lines) if "[filers]" in s), "?")
-        raise RulesError(f"{source}:{line}: filers: {exc}") from None
+
+    def section(marker: str, label: str, read: Callable[[], _T]) -> _T:
+        try:
+            return read()
+        except (ValueError, TypeError, KeyError) as exc:
+            line = next((i + 1 for i, s in enumerate(text_lines) if marker in s), "?")
+            raise RulesError(f"{source}:{line}: {label}: {exc}") from None
+
+    policy = section("policy", "policy", lambda: _policy(doc.get("policy", {})))
+    sampling = section("[sampling]", "sampling", lambda: _sampling(doc.get("sampling", {})))
+    trusted, factor = section("trust", "trusted parties", lambda: _trust(doc))
+    filers = section("[filers]", "filers", lambda: thresholds_from(doc.get("filers", {})))
     return RuleSet(tuple(rules), policy, sampling, trusted, factor, filers)
 
 
@@ -473,6 +460,16 @@ def _policy(p: Mapping[str, Any]) -> Policy:
         _day(p.get("estimated_arrival_from")),
         float(aggregate) if aggregate is not None else None,
     )
+
+
+def _trust(doc: Mapping[str, Any]) -> tuple[tuple[Trusted, ...], float]:
+    trust = doc.get("trust", {})
+    if set(trust) - {"factor"}:
+        raise ValueError(f"unknown keys {sorted(set(trust) - {'factor'})}")
+    factor = float(trust.get("factor", 1.0))
+    if factor < 1.0:
+        raise ValueError(f"factor must be >= 1 (trust never lowers a threshold), not {factor}")
+    return tuple(_trusted(t) for t in doc.get("trusted", [])), factor
 
 
 def _trusted(t: Mapping[str, Any]) -> Trusted:
