@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.parcel import ParcelView
 from models.records import FINDINGS, RecordError, validate
 from models.sampling import wilson
 
@@ -74,14 +75,35 @@ class Scorecard:
         return out
 
 
-def _filer_of_dead_letter(letter: Mapping[str, Any]) -> tuple[str, str] | None:
+def named_entry(raw: bytes | None) -> tuple[str, str] | None:
     """(filer code, entry number) of a refused entry, if its bytes still name them."""
+    m = _ENTRY_NUMBER.search(raw or b"")
+    return (m[1].decode().upper(), (m[1] + m[2]).decode().upper()) if m else None
+
+
+def _filer_of_dead_letter(letter: Mapping[str, Any]) -> tuple[str, str] | None:
     try:
-        raw = base64.b64decode(letter.get("original_b64", ""))
+        return named_entry(base64.b64decode(letter.get("original_b64", "")))
     except ValueError:
         return None
-    m = _ENTRY_NUMBER.search(raw)
-    return (m[1].decode().upper(), (m[1] + m[2]).decode().upper()) if m else None
+
+
+def counted(
+    views: Sequence[ParcelView], decisions: Sequence[Mapping[str, Any]], entries_topic: str
+) -> list[tuple[str, str]]:
+    """(filer, what) for a scored batch, once per entry (the revision its entry made):
+    'entries', the action ('hold', 'review', 'sample') and the filing rules it broke."""
+    out = []
+    for view, d in zip(views, decisions, strict=True):
+        entry = view.get("entry")
+        if entry is None or d["source"]["topic"] != entries_topic:
+            continue
+        filer = entry["filer_code"]
+        out.append((filer, "entries"))
+        if d["action"]:
+            out.append((filer, d["action"]))
+        out += [(filer, rule) for rule in d["rules"] if rule in LATE_RULES]
+    return out
 
 
 def scorecards(

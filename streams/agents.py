@@ -18,6 +18,7 @@ from typing import Any, cast
 import faust
 from faust.types import EventT
 
+from models.filers import counted, named_entry
 from models.outputs import Source
 from models.pipeline import (
     Ctx,
@@ -169,6 +170,11 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             )
             await send(dead_letters(res.dead))
             metrics.count_dead_letters((item.source.topic, err.field) for item, err in res.dead)
+            metrics.count_filers(
+                (named[0], "invalid")
+                for item, _err in res.dead
+                if item.kind == "entry" and (named := named_entry(item.raw))
+            )
             metrics.count_failures("join", res.failures)
             await forward(by_consignee, res.forward)
             record_forwarded(res.joined, tables.bills, ctx=per_event(events))
@@ -221,6 +227,8 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             record_decisions(parcels, res.flagged, tables.shippers, ctx=per_event(parcel_events))
             await flush(tables.shippers)
             metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)
+            views = [p["view"] for p in parcels]  # the decided ones, as the decisions
+            metrics.count_filers(counted(views, res.decisions, s.topic("entries_topic")))
 
     @app.task
     async def follow_promotions() -> None:

@@ -74,3 +74,24 @@ def test_filer_thresholds_come_from_the_rules_file() -> None:
         parse("[filers]\nlate = 0.5\n")
     with pytest.raises(RulesError, match="between 0 and 1"):
         parse("[filers]\nlate_watch = 5\n")
+
+
+def test_a_batch_is_counted_per_filer_once_per_entry() -> None:
+    from models.filers import counted, named_entry
+
+    entry = _entry("9XK", 1)
+    views = [{"hawb": "H", "manifest": None, "entry": entry}] * 2 + [
+        {"hawb": "M", "manifest": {}, "entry": None}
+    ]
+    decisions = [
+        {"source": {"topic": TOPIC}, "action": "sample", "rules": ["late_t86", "watch"]},
+        {"source": {"topic": "parcels.manifest"}, "action": "hold", "rules": []},  # a rescore
+        {"source": {"topic": "parcels.manifest"}, "action": None, "rules": []},
+    ]
+    assert counted(views, decisions, TOPIC) == [
+        ("9XK", "entries"),
+        ("9XK", "sample"),
+        ("9XK", "late_t86"),
+    ]
+    assert named_entry(orjson.dumps(entry)[:-40]) == ("9XK", entry["entry_number"])
+    assert named_entry(b"not json") is None
