@@ -272,6 +272,11 @@ def cmd_filers(a: argparse.Namespace) -> int:
 
     from streams.export import filer_cards
 
+    try:
+        datetime.fromisoformat(a.since or "2000-01-01")
+    except ValueError:
+        err.print(f"[red]error:[/] --since {a.since!r} is not an ISO 8601 time")
+        return 2
     cards = asyncio.run(filer_cards(_settings(a), a.since))
     if a.code:
         code = a.code.upper()
