@@ -40,6 +40,8 @@ class LabelledSet:
     # feature vectors as served (exported decisions); None when built from views
     X: np.ndarray | None = None
     model_versions: list[str] | None = None
+    # the compliance sample's rate of each sampled row, NaN elsewhere (exported decisions)
+    sample_rates: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -58,6 +60,7 @@ class LabelledSet:
             model_versions=(
                 None if self.model_versions is None else [self.model_versions[i] for i in idx]
             ),
+            sample_rates=None if self.sample_rates is None else self.sample_rates[idx],
         )
 
 
@@ -66,12 +69,14 @@ def from_rows(rows: Iterable[dict], source: str) -> LabelledSet:
     ids, views, ys, times, values, final = [], [], [], [], [], []
     vectors: list[list[float | None]] = []
     versions: list[str] = []
+    rates: list[float] = []
     for r in rows:
         final.append(bool(r.get("final", True)))
         ids.append(r["hawb"])
         if "features" in r:
             vectors.append(r["features"])
             versions.append(r.get("model_version", ""))
+            rates.append(r.get("sample_rate") or np.nan)
         else:
             views.append(
                 ParcelView(
@@ -100,6 +105,7 @@ def from_rows(rows: Iterable[dict], source: str) -> LabelledSet:
         source,
         X,
         versions or None,
+        np.asarray(rates) if rates else None,
     )
 
 
@@ -212,6 +218,7 @@ def labelled_rows(
             "features": d["features"],
             "model_version": d["model_version"],
             "examined": hawb in examined,
+            "sample_rate": d.get("sample_rate"),  # a compliance sample's: unbiased labels
             "labels": {c: int(c in positive) for c in CATEGORIES},
             "value_usd": d.get("declared_value_usd") or 0.0,
         }

@@ -19,6 +19,7 @@ from models.dataset import LabelledSet
 from models.features import build_features
 from models.records import CATEGORIES
 from models.registry import Artifact
+from models.sampling import violation_rate
 
 TOP_PERCENTS = (1, 2, 5, 10)
 
@@ -71,11 +72,34 @@ def evaluate_scores(
     return {lab: label_metrics(Y[:, j], scores[:, j], values) for j, lab in enumerate(labels)}
 
 
+def on_sample(y: np.ndarray, score: np.ndarray, rates: np.ndarray) -> dict[str, float]:
+    """Violation rate, precision and recall among the top n% estimated on the compliance
+    sample (rows with a rate; each weighted by 1 / rate): unbiased, unlike the targeted
+    exams, which only see what a model chose. The top n% is cut over all rows' scores."""
+    sampled = ~np.isnan(rates)
+    est = violation_rate(
+        zip(y[sampled].astype(bool).tolist(), rates[sampled].tolist(), strict=True)
+    )
+    out = {"sampled": float(est.examined), "violative": float(est.violative), "rate": est.rate}
+    out |= {"low": est.low, "high": est.high}
+    w, ys, s = 1.0 / rates[sampled], y[sampled], score[sampled]
+    for pct in TOP_PERCENTS:
+        n = max(1, round(len(y) * pct / 100.0))
+        cut = np.sort(score)[::-1][n - 1] if len(score) else np.inf
+        top = s >= cut
+        caught = float((w * ys * top).sum())
+        out[f"precision@{pct}%"] = caught / float((w * top).sum()) if top.any() else np.nan
+        out[f"recall@{pct}%"] = caught / float((w * ys).sum()) if ys.any() else np.nan
+    return out
+
+
 @dataclass(frozen=True)
 class Evaluation:
     data: LabelledSet  # the rows measured: each bill's last revision
     scores: np.ndarray  # (n, n_labels)
     metrics: dict[str, dict[str, Any]]
+    # per label, on the compliance sample (exported decisions with sampled rows)
+    sampled: dict[str, dict[str, float]] | None = None
 
 
 def evaluate_model(artifact: Artifact, ds: LabelledSet) -> Evaluation:
@@ -85,4 +109,10 @@ def evaluate_model(artifact: Artifact, ds: LabelledSet) -> Evaluation:
     ds = ds.subset(np.flatnonzero(ds.final))
     X = ds.X if ds.X is not None else build_features(ds.views, artifact.references)
     scores = artifact.model.predict_proba(X)
-    return Evaluation(ds, scores, evaluate_scores(ds.Y, scores, ds.values, CATEGORIES))
+    rates = ds.sample_rates
+    sampled = None
+    if rates is not None and (~np.isnan(rates)).any():
+        sampled = {
+            lab: on_sample(ds.Y[:, j], scores[:, j], rates) for j, lab in enumerate(CATEGORIES)
+        }
+    return Evaluation(ds, scores, evaluate_scores(ds.Y, scores, ds.values, CATEGORIES), sampled)

@@ -128,32 +128,52 @@ def observe_outcome(state: dict[str, Any] | None, outcome: str) -> dict[str, Any
     return s
 
 
-def consignee_features(state: Mapping[str, Any] | None, now: float) -> dict[str, float]:
+def consignee_features(
+    state: Mapping[str, Any] | None, now: float, hawb: str = ""
+) -> dict[str, float]:
+    """A consignee's history as of `now`. `value_today` is what its other parcels of the
+    day (not `hawb` itself, which a rescore has already counted) declared, in USD: the
+    Section 321 aggregate a policy rule adds this parcel's value to."""
     if not state:
         return {
             "parcels": 0.0,
             "parcels_today": 0.0,
+            "value_today": 0.0,
             "distinct_shippers": 0.0,
             "prior_seizures": 0.0,
         }
     today = state.get("day") == int(now // DAY)
+    values: Mapping[str, float] = state.get("values_today", {}) if today else {}
+    others = sum(v for h, v in values.items() if h != _short(hawb))
     return {
         "parcels": float(state.get("parcels", 0)),
         "parcels_today": float(state.get("today", 0)) if today else 0.0,
+        "value_today": others + (state.get("value_today_more", 0.0) if today else 0.0),
         "distinct_shippers": float(len(state.get("shippers", ()))),
         "prior_seizures": float(state.get("seizures", 0)),
     }
 
 
 def observe_consignee_parcel(
-    state: dict[str, Any] | None, shipper: str, now: float
+    state: dict[str, Any] | None, view: ParcelView, shipper: str, now: float
 ) -> dict[str, Any]:
+    """Count a parcel (first revision) in its consignee's history: its shipper, and its
+    declared value among the day's (per parcel, so a rescore is not counted twice; beyond
+    MAX_DISTINCT parcels a day, in one sum)."""
     s: dict[str, Any] = dict(state) if state else {"parcels": 0, "today": 0, "day": int(now // DAY)}
     day = int(now // DAY)
     if s.get("day") != day:
-        s["day"], s["today"] = day, 0
+        s["day"], s["today"], s["values_today"], s["value_today_more"] = day, 0, {}, 0.0
     s["parcels"] = s.get("parcels", 0) + 1
     s["today"] = s.get("today", 0) + 1
     s["shippers"] = list(s.get("shippers", []))
     _add_distinct(s, "shippers", shipper)
+    value = parcel.value_usd(view)
+    if value == value:  # not NaN
+        values = dict(s.get("values_today", {}))
+        if len(values) < MAX_DISTINCT:
+            values[_short(view["hawb"])] = value
+        else:
+            s["value_today_more"] = s.get("value_today_more", 0.0) + value
+        s["values_today"] = values
     return s

@@ -165,7 +165,7 @@ def load_mapped(data: Path, mapping: Path) -> LabelledSet:
         view["consignee_history"] = history.consignee_features(consignees.get(ckey), t)
         views.append(view)
         shippers[skey] = history.observe_shipper_parcel(shippers.get(skey), view, ckey, t)
-        consignees[ckey] = history.observe_consignee_parcel(consignees.get(ckey), skey, t)
+        consignees[ckey] = history.observe_consignee_parcel(consignees.get(ckey), view, skey, t)
         ids.append(manifest["hawb"])
         ys.append([int(_num(r.get(labels[c], 0)) > 0) if c in labels else 0 for c in CATEGORIES])
         at_stake = _num(get(r, "value_at_stake", value))

@@ -78,6 +78,8 @@ class Decision(TypedDict):
     action: str | None
     category: str | None
     rules: list[str]
+    sample_rate: float | None  # the compliance sample's rate when selected (its weight: 1/rate)
+    trusted: str | None  # the trusted party whose raised hold threshold applied
     model_version: str
     features: list[float | None]
     event_time: str
@@ -182,6 +184,8 @@ def decisions_and_holds(
     pseudonym_key: bytes,
     rules: Sequence[list[str]] | None = None,
     keys: Sequence[tuple[str, str]] | None = None,
+    sampled: Sequence[float | None] | None = None,
+    trusted: Sequence[str | None] | None = None,
 ) -> tuple[list[Decision], list[Hold]]:
     """One decision per view; a hold for each flagged one. `keys`: each parcel's shipper
     and consignee keys when the caller has them, else made from the views. A pseudonym is
@@ -222,6 +226,8 @@ def decisions_and_holds(
             "action": action,
             "category": category,
             "rules": rules[i] if rules else [],
+            "sample_rate": sampled[i] if sampled else None,
+            "trusted": trusted[i] if trusted else None,
             "model_version": model_version,
             "features": features[i],
             "event_time": event_time,

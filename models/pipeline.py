@@ -20,12 +20,14 @@ from models import history, parcel
 from models.join import Bill, forwarded, join_record, mark_forwarded, view_of
 from models.outputs import Decision, Hold, Source, SourceRef, decisions_and_holds
 from models.parcel import ParcelView
-from models.records import Record, RecordError, decode, event_epoch
+from models.records import CATEGORIES, Record, RecordError, decode, event_epoch
 from models.rules import HoldCap, RuleSet, merge
-from models.scoring import Scorer
+from models.sampling import Sampler, reason
+from models.scoring import Scorer, decide
 from models.stream_time import StreamTime
 
 Table = MutableMapping[str, Any]
+SAMPLE_RULE = "compliance-sample"  # on the decision and hold of a sampled parcel
 Ctx = Callable[[int], AbstractContextManager[Any]]
 
 
@@ -259,10 +261,14 @@ def consignee_batch(
     """Stage 2 (keyed by consignee address): attach and update the consignee's history."""
 
     def attach(m: ParcelMessage, state: Any) -> None:
-        m["view"]["consignee_history"] = history.consignee_features(state, m["event_epoch"])
+        m["view"]["consignee_history"] = history.consignee_features(
+            state, m["event_epoch"], m["view"]["hawb"]
+        )
 
     def observe(m: ParcelMessage, state: Any) -> dict[str, Any]:
-        return history.observe_consignee_parcel(state, m["shipper_key"], m["event_epoch"])
+        return history.observe_consignee_parcel(
+            state, m["view"], m["shipper_key"], m["event_epoch"]
+        )
 
     bad = _enrich(msgs, consignees, "consignee_key", ctx, attach, observe, dead)
     return [(m["shipper_key"].encode(), m) for i, m in enumerate(msgs) if i not in bad]
@@ -306,14 +312,16 @@ def score_batch(
     rules: RuleSet | None = None,
     cap: HoldCap | None = None,
     dead: Failures | None = None,
+    sampler: Sampler | None = None,
 ) -> ScoreResult:
-    """Features, model, rules, reasons and the output records for enriched parcels.
+    """Features, model, rules, compliance sample, reasons and the output records for
+    enriched parcels.
 
     Scored as one batch; if that raises and `dead` is given, each parcel is scored alone
     so that only the ones that raise go to `dead` and the rest are decided.
     """
     try:
-        res = _score(parcels, scorer, pseudonym_key, rules, cap)
+        res = _score(parcels, scorer, pseudonym_key, rules, cap, sampler)
     except Exception:
         if dead is None or len(parcels) == 0:
             raise
@@ -323,7 +331,7 @@ def score_batch(
     merged = ScoreResult([], [], [], [])
     for i, p in enumerate(parcels):
         try:
-            one = _score([p], scorer, pseudonym_key, rules, cap)
+            one = _score([p], scorer, pseudonym_key, rules, cap, sampler)
         except Exception as exc:
             dead.append((p, failed(exc)))
             continue
@@ -342,13 +350,23 @@ def _score(
     pseudonym_key: bytes,
     rules: RuleSet | None,
     cap: HoldCap | None,
+    sampler: Sampler | None,
 ) -> ScoreResult:
     views = [p["view"] for p in parcels]
+    rules = rules or RuleSet()
     scored = scorer.score(views)
     keys = [(p["shipper_key"], p["consignee_key"]) for p in parcels]
-    ruleset = rules or RuleSet()
+    trust = [rules.trust(v, k) for v, k in zip(views, keys, strict=True)]
+    if any(trust):  # the model's hold thresholds raised; rules and the sample still apply
+        raised = {
+            c: {**t, "hold": t["hold"] * rules.trust_factor} for c, t in scorer.thresholds.items()
+        }
+        rows = [i for i, t in enumerate(trust) if t]
+        trusted_actions, trusted_categories = decide(scored.scores[rows], raised)
+        for i, a, c in zip(rows, trusted_actions, trusted_categories, strict=True):
+            scored.actions[i], scored.categories[i] = a, c
     matches = [
-        ruleset.evaluate(v, row, k) for v, row, k in zip(views, scored.features, keys, strict=True)
+        rules.evaluate(v, row, k) for v, row, k in zip(views, scored.features, keys, strict=True)
     ]
     actions, categories = merge(scored.actions, scored.categories, matches)
     if cap is not None:
@@ -357,11 +375,24 @@ def _score(
             hour = int(parcels[i]["event_epoch"] // 3600)
             if a == "hold" and c is not None and not forced and not cap.admit(c, hour):
                 actions[i] = "review"
+    sampled = [sampler.rate(v, rules.sampling) if sampler else None for v in views]
+    names = [[m.rule for m in ms] for ms in matches]
+    for i, rate in enumerate(sampled):
+        if rate is not None:  # examined whatever its score: a hold stays a hold
+            names[i].append(SAMPLE_RULE)
+            if actions[i] != "hold":
+                actions[i] = "sample"
+                categories[i] = categories[i] or CATEGORIES[int(scored.scores[i].argmax())]
     scored = replace(scored, actions=actions, categories=categories)
     reasons = scorer.reasons(views, scored)
     for i, ms in enumerate(matches):
-        if ms:
-            reasons[i] = [m.reason for m in ms] + reasons.get(i, [])
+        said = [reason(views[i], rate, rules.sampling)] if (rate := sampled[i]) else []
+        if trust[i]:
+            said.append(
+                f"trusted party '{trust[i]}': model hold threshold raised {rules.trust_factor:g}x"
+            )
+        if ms or said:
+            reasons[i] = said + [m.reason for m in ms] + reasons.get(i, [])
     decisions, holds = decisions_and_holds(
         views,
         [p["source"] for p in parcels],
@@ -370,15 +401,17 @@ def _score(
         reasons,
         scorer.version,
         pseudonym_key,
-        [[m.rule for m in ms] for ms in matches],
-        keys,
+        names,
+        keys=keys,
+        sampled=sampled,
+        trusted=trust,
     )
     flagged = [
         (i, c, a)
         for i, (c, a) in enumerate(zip(categories, actions, strict=True))
         if a is not None and c is not None
     ]
-    hits = [m.rule for ms in matches for m in ms]
+    hits = [name for ns in names for name in ns]
     return ScoreResult(decisions, holds, flagged, [p["event_epoch"] for p in parcels], hits)
 
 

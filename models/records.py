@@ -35,7 +35,7 @@ MAX_PIECES = 10_000
 ENTRY_TYPES: Final = frozenset({"86", "11", "01"})
 OUTCOMES: Final = frozenset({"released", "seized_narcotics", "seized_ipr", "undervalued", "other"})
 CATEGORIES: Final = ("fentanyl", "counterfeit", "undervaluation")
-ACTIONS: Final = frozenset({"hold", "review"})
+ACTIONS: Final = frozenset({"hold", "review", "sample"})
 # the category each seizure outcome confirms (a release or "other" confirms none)
 FINDINGS: Final = {
     "seized_narcotics": "fentanyl",
@@ -346,7 +346,7 @@ ENTRY: Spec = {
     "hawb": (_pattern(_HAWB, "a house air waybill (1-12 letters or digits)"), True),
     "mawb": (_pattern(_DIGITS11, "a master air waybill (11 digits)"), True),
     "port_of_entry": (_pattern(_PORT, "a 4-digit CBP port code"), True),
-    "estimated_arrival": (_date, True),
+    "estimated_arrival": (_date, False),  # required for Type 86 by policy (rules.py)
     "shipper": (_obj(SHIPPER), True),
     "consignee": (_obj(CONSIGNEE), True),
     "lines": (_list_of(_obj(ENTRY_LINE), 1, MAX_LINES), True),

@@ -96,6 +96,7 @@ def write_report(
     labels: Sequence[str],
     notes: Sequence[str] = (),
     baselines: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    sampled: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Path:
     """Write report.md and its plots into `out`; returns the Markdown file."""
     out.mkdir(parents=True, exist_ok=True)
@@ -135,11 +136,35 @@ def write_report(
         "each among the top n% of parcels by score; ECE = expected calibration error.",
         "",
     ]
+    if sampled:
+        lines += _sample_table(sampled)
     for name, file in plots.items():
         lines += [f"## {name.capitalize()}", "", f"![{name}]({file})", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _sample_table(sampled: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """The same measures estimated on the compliance sample (unbiased)."""
+    head = ["label", "sampled", "violative", "rate (95% CI)"] + [
+        f"{k}@{n}%" for n in TOP_PERCENTS for k in ("P", "R")
+    ]
+    lines = [
+        "## On the compliance sample",
+        "",
+        "Estimated on the randomly sampled parcels only, each weighted by 1 / its sampling "
+        "rate: the figures above count only what was examined, which is what targeting chose.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for lab, m in sampled.items():
+        cells = [lab, f"{m['sampled']:.0f}", f"{m['violative']:.0f}"]
+        cells.append(f"{m['rate']:.3f} ({m['low']:.3f}-{m['high']:.3f})")
+        cells += [f"{m[f'{k}@{n}%']:.3f}" for n in TOP_PERCENTS for k in ("precision", "recall")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def evaluate(artifact: Artifact, ds: LabelledSet, out: Path) -> tuple[Evaluation, Path]:
@@ -157,5 +182,6 @@ def evaluate(artifact: Artifact, ds: LabelledSet, out: Path) -> tuple[Evaluation
             f"Data: {ds.source} ({len(result.data):,} parcels).",
             f"Trained on: {artifact.meta['data']['source']}.",
         ],
+        sampled=result.sampled,
     )
     return result, path

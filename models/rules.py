@@ -38,14 +38,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from models import parcel
 from models.features import FEATURES
+from models.filers import Thresholds, thresholds_from
 from models.parcel import DE_MINIMIS_USD, ParcelView
-from models.records import CATEGORIES
+from models.records import CATEGORIES, Record
+from models.sampling import SamplingPolicy
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 ACTIONS = {"review": 1, "hold": 2}
 FIELDS = (*FEATURES, "origin", "entry_type", "hs", "description", "carrier", "port")
 
@@ -87,12 +90,49 @@ class Policy:
     de_minimis_usd: float = DE_MINIMIS_USD
     entry_types: frozenset[str] = frozenset({"86"})
     excluded: tuple[tuple[frozenset[str], date], ...] = ()
+    # Section 321 checks, each from its date on (None: off): filed prior to or upon arrival,
+    # with the estimated arrival, and one consignee's de minimis value a day in aggregate
+    late_filing_from: date | None = None
+    estimated_arrival_from: date | None = None
+    daily_aggregate_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Trusted:
+    """A trusted party (a C-TPAT filer or importer, a known shipper) over its dates."""
+
+    name: str
+    filers: frozenset[str] = frozenset()
+    importers: frozenset[str] = frozenset()  # consignee address keys, as watch lists
+    shippers: frozenset[str] = frozenset()
+    start: date = date.min
+    end: date = date.max  # inclusive
 
 
 @dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...] = ()
     policy: Policy = field(default_factory=Policy)
+    sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
+    trusted: tuple[Trusted, ...] = ()
+    trust_factor: float = 1.0  # a trusted parcel's model hold thresholds, times this
+    filers: Thresholds = field(default_factory=Thresholds)  # scorecard status
+
+    def trust(self, view: ParcelView, keys: tuple[str, str] | None = None) -> str | None:
+        """The trusted-party entry that applies to this parcel on its date, if any. `keys`:
+        the parcel's shipper and consignee keys when the caller has them."""
+        if not self.trusted:
+            return None
+        day = datetime.fromisoformat(parcel.event_time(view)).date()
+        skey, ckey = keys or parcel.keys(view)
+        entry = view.get("entry")
+        filer = entry["filer_code"] if entry else None
+        for t in self.trusted:
+            if t.start <= day <= t.end and (
+                filer in t.filers or ckey in t.importers or skey in t.shippers
+            ):
+                return t.name
+        return None
 
     def evaluate(
         self, view: ParcelView, features: Any, keys: tuple[str, str] | None = None
@@ -122,6 +162,67 @@ class RuleSet:
         if entry is None or entry["entry_type"] not in self.policy.entry_types:
             return []
         day = datetime.fromisoformat(entry["event_time"]).date()
+        return [
+            *self._eligibility(day, entry, facts),
+            *self._filing(view, day, entry),
+            *self._aggregate(view, entry),
+        ]
+
+    def _filing(self, view: ParcelView, day: date, entry: Record) -> list[Match]:
+        """Filed prior to or upon arrival (89 FR 2630), with the estimated arrival (CSMS
+        61421135): a day after the manifest's arrival date or the entry's own estimate is
+        late."""
+        p, out = self.policy, []
+        eta = entry.get("estimated_arrival")
+        if p.estimated_arrival_from is not None and day >= p.estimated_arrival_from and not eta:
+            out.append(
+                Match(
+                    "t86_no_eta",
+                    "review",
+                    "undervaluation",
+                    f"type {entry['entry_type']} entry {entry['entry_number']} filed without "
+                    "its estimated arrival",
+                )
+            )
+        if p.late_filing_from is None or day < p.late_filing_from:
+            return out
+        manifest = view.get("manifest")
+        arrivals = [("manifest arrival", manifest["arrival_date"])] if manifest else []
+        arrivals += [("its estimated arrival", eta)] if eta else []
+        for what, arrival in arrivals:
+            if day > date.fromisoformat(arrival[:10]):
+                out.append(
+                    Match(
+                        "late_t86",
+                        "review",
+                        "undervaluation",
+                        f"ineligible for de minimis: type {entry['entry_type']} entry "
+                        f"{entry['entry_number']} filed {day.isoformat()}, after {what} "
+                        f"{arrival[:10]}",
+                    )
+                )
+                break
+        return out
+
+    def _aggregate(self, view: ParcelView, entry: Record) -> list[Match]:
+        """One consignee's de minimis value a day in aggregate (CSMS 61264910): the day's
+        other parcels (consignee history) and this one."""
+        limit = self.policy.daily_aggregate_usd
+        before = (view.get("consignee_history") or {}).get("value_today", 0.0)
+        value = parcel.entry_value_usd(entry)
+        if limit is None or not before or before + value <= limit:
+            return []
+        return [
+            Match(
+                "de_minimis_aggregate",
+                "review",
+                "undervaluation",
+                f"consignee's de minimis value today ${before + value:,.2f} "
+                f"(${before:,.2f} before this ${value:,.2f} parcel) over ${limit:,.0f}",
+            )
+        ]
+
+    def _eligibility(self, day: date, entry: Record, facts: Mapping[str, Any]) -> list[Match]:
         origin = facts["origin"]
         for countries, since in self.policy.excluded:
             if day >= since and ("*" in countries or origin in countries):
@@ -286,12 +387,19 @@ def parse(text: str, source: str = "rules") -> RuleSet:
         if r["name"] in names:
             raise RulesError(f"{where}: rule name {r['name']!r} used twice")
         names.add(r["name"])
-    try:
-        policy = _policy(doc.get("policy", {}))
-    except (ValueError, TypeError, KeyError) as exc:
-        line = next((i + 1 for i, s in enumerate(text.splitlines()) if "policy" in s), "?")
-        raise RulesError(f"{source}:{line}: policy: {exc}") from None
-    return RuleSet(tuple(rules), policy)
+
+    def section(marker: str, label: str, read: Callable[[], _T]) -> _T:
+        try:
+            return read()
+        except (ValueError, TypeError, KeyError) as exc:
+            line = next((i + 1 for i, s in enumerate(text_lines) if marker in s), "?")
+            raise RulesError(f"{source}:{line}: {label}: {exc}") from None
+
+    policy = section("policy", "policy", lambda: _policy(doc.get("policy", {})))
+    sampling = section("[sampling]", "sampling", lambda: _sampling(doc.get("sampling", {})))
+    trusted, factor = section("trust", "trusted parties", lambda: _trust(doc))
+    filers = section("[filers]", "filers", lambda: thresholds_from(doc.get("filers", {})))
+    return RuleSet(tuple(rules), policy, sampling, trusted, factor, filers)
 
 
 def _rule(r: Mapping[str, Any]) -> Rule:
@@ -337,11 +445,74 @@ def _policy(p: Mapping[str, Any]) -> Policy:
         (frozenset(x["countries"]), date.fromisoformat(str(x["from"])))
         for x in p.get("excluded_origins", [])
     )
+    unknown = set(p) - {
+        "de_minimis_usd",
+        "de_minimis_entry_types",
+        "excluded_origins",
+        "late_filing_from",
+        "estimated_arrival_from",
+        "daily_aggregate_usd",
+    }
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    aggregate = p.get("daily_aggregate_usd")
     return Policy(
         float(p.get("de_minimis_usd", 800.0)),
         frozenset(p.get("de_minimis_entry_types", ["86"])),
         excluded,
+        _day(p.get("late_filing_from")),
+        _day(p.get("estimated_arrival_from")),
+        float(aggregate) if aggregate is not None else None,
     )
+
+
+def _trust(doc: Mapping[str, Any]) -> tuple[tuple[Trusted, ...], float]:
+    trust = doc.get("trust", {})
+    if set(trust) - {"factor"}:
+        raise ValueError(f"unknown keys {sorted(set(trust) - {'factor'})}")
+    factor = float(trust.get("factor", 1.0))
+    if factor < 1.0:
+        raise ValueError(f"factor must be >= 1 (trust never lowers a threshold), not {factor}")
+    return tuple(_trusted(t) for t in doc.get("trusted", [])), factor
+
+
+def _trusted(t: Mapping[str, Any]) -> Trusted:
+    unknown = set(t) - {"name", "filers", "importers", "shippers", "from", "until"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    if not isinstance(t.get("name"), str) or not t["name"]:
+        raise ValueError("each trusted party needs a name")
+    filers = frozenset(str(f).upper() for f in t.get("filers", []))
+    importers = frozenset(parcel.consignee_key(*_split(c)) for c in t.get("importers", []))
+    shippers = frozenset(parcel.shipper_key(*_split(x)) for x in t.get("shippers", []))
+    if not (filers or importers or shippers):
+        raise ValueError(f"{t['name']!r} names no filers, importers or shippers")
+    return Trusted(
+        t["name"],
+        filers,
+        importers,
+        shippers,
+        _day(t.get("from")) or date.min,
+        _day(t.get("until")) or date.max,
+    )
+
+
+def _sampling(p: Mapping[str, Any]) -> SamplingPolicy:
+    unknown = set(p) - {"share", "min_per_week"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    default = SamplingPolicy()
+    share = float(p.get("share", default.share))
+    minimum = p.get("min_per_week", default.min_per_week)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be between 0 and 1, not {share}")
+    if not isinstance(minimum, int) or minimum < 0:
+        raise ValueError(f"min_per_week must be a whole number >= 0, not {minimum!r}")
+    return SamplingPolicy(share, minimum)
+
+
+def _day(value: Any) -> date | None:
+    return date.fromisoformat(str(value)) if value is not None else None
 
 
 class RulesFile:

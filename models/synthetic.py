@@ -215,7 +215,38 @@ CARRIERS = (
     ("406", "5X"),
 )
 PORTS = ("4701", "2720", "3901", "5206", "1704", "3126", "4601", "2704")
-FILERS = ("AB1", "9XK", "EZ3", "M7P", "K2D", "Q4L")
+
+
+@dataclass(frozen=True)
+class Filer:
+    """A customs broker as the generator plays it: its filer code, share of the entries,
+    and quality (clean, trusted or sloppy)."""
+
+    code: str
+    weight: float
+    quality: str = "clean"  # "clean", "trusted" (C-TPAT; listed in deploy/rules.toml), "sloppy"
+    late: float = 0.0  # share of its entries filed after arrival
+    no_eta: float = 0.0  # share of its entries without the estimated arrival
+    invalid: float = 0.0  # share of its entries malformed (when malformed records are on)
+
+
+# Most filers are clean, some trusted, a few sloppy: those file late, leave out the estimated
+# arrival, file malformed entries, and bad actors prefer them (more violative entries).
+FILERS = (
+    Filer("AB1", 0.20, "trusted"),
+    Filer("EZ3", 0.14, "trusted"),
+    Filer("T7C", 0.06, "trusted"),
+    Filer("M7P", 0.14),
+    Filer("K2D", 0.10),
+    Filer("B5R", 0.08),
+    Filer("C8N", 0.06),
+    Filer("D3W", 0.05),
+    Filer("H6F", 0.04),
+    Filer("P2S", 0.03),
+    Filer("9XK", 0.06, "sloppy", late=0.25, no_eta=0.08, invalid=0.04),
+    Filer("Q4L", 0.04, "sloppy", late=0.15, no_eta=0.05, invalid=0.03),
+)
+BAD_ACTORS_AT_SLOPPY = 0.5  # share of bad actors that file through a sloppy filer
 US_PLACES = (
     ("Austin", "TX", "73301"),
     ("Houston", "TX", "77002"),
@@ -349,6 +380,7 @@ class _Shipper:
     start: float  # share of the run before the shipper is active (new shippers)
     bad: str | None  # risk this bad actor plants, if any
     residential: bool
+    filer: Filer | None = None  # the broker that files its entries
 
 
 class TrafficGenerator:
@@ -373,6 +405,9 @@ class TrafficGenerator:
         self._labels: list[Label] = []
         self._build_catalogue()
         self._build_shippers()
+        # filers draw from their own stream, so they leave the rest of the traffic as it was
+        self.filer_rng = np.random.default_rng((config.seed, 321))
+        self._assign_filers()
         self._hawb_base = int(self.rng.integers(36**6, 36**7))
 
     # -- world ------------------------------------------------------------------------
@@ -484,6 +519,20 @@ class TrafficGenerator:
             self.bad_p[risk] = min(0.8, 0.5 * rate / kept / max(share, 1e-9))
         self.background = {risk: 0.5 * rate / kept for risk, rate in risks.items()}
         self.cum_p = np.cumsum(self.shipper_p)
+
+    def _assign_filers(self) -> None:
+        """Each shipper files through one broker, by the brokers' shares; bad actors prefer
+        sloppy ones and are never taken on by a trusted one."""
+        rng = self.filer_rng
+        weights = np.array([f.weight for f in FILERS])
+        untrusted = np.array([f.quality != "trusted" for f in FILERS])
+        sloppy = [f for f in FILERS if f.quality == "sloppy"]
+        for sh in self.shippers:
+            if sh.bad and rng.random() < BAD_ACTORS_AT_SLOPPY:
+                sh.filer = sloppy[int(rng.integers(0, len(sloppy)))]
+            else:
+                w = weights * untrusted if sh.bad else weights
+                sh.filer = FILERS[int(rng.choice(len(FILERS), p=w / w.sum()))]
 
     # -- parcels ----------------------------------------------------------------------
 
@@ -663,39 +712,41 @@ class TrafficGenerator:
             manifest["hts"] = code if rng.random() < 0.7 else f"{code[:4]}.{code[4:]}"
         out.append(Event("manifest", hawb, orjson.dumps(manifest), manifest_t))
         if rng.random() >= c.manifest_only_fraction:
+            filer = sh.filer or FILERS[0]
+            late = self.filer_rng.random() < filer.late
             if rng.random() < c.entry_first_fraction:
                 lead = float(rng.uniform(5, 60))
                 entry_t = t - timedelta(minutes=lead * c.entry_lag_scale)
             else:
                 lag = min(float(rng.lognormal(math.log(90), 0.8)), 12 * 60.0)
                 entry_t = t + timedelta(minutes=lag * c.entry_lag_scale)
-            out.append(
-                Event(
-                    "entry",
-                    hawb,
-                    orjson.dumps(
-                        self._entry(
-                            i,
-                            hawb,
-                            mawb,
-                            port,
-                            entry_t,
-                            shipper,
-                            consignee,
-                            code,
-                            desc,
-                            manifest["pieces"],
-                            entry_value,
-                        )
-                    ),
-                    entry_t,
-                )
-            )
+            if late:  # filed the day after arrival, 1 to 10 hours into it, at most 12 h after
+                # the manifest (lag scaled too); its estimated arrival is the day before
+                after = datetime.combine(
+                    date.fromisoformat(manifest["arrival_date"]) + timedelta(days=1),
+                    datetime.min.time(),
+                    UTC,
+                ) + timedelta(hours=float(self.filer_rng.uniform(1, 10)))
+                entry_t = t + min(after - t, timedelta(hours=12)) * c.entry_lag_scale
+            entry = self._entry(
+                i, filer.code, hawb, mawb, port, entry_t, shipper, consignee, code, desc,
+                manifest["pieces"], entry_value,
+            )  # fmt: skip
+            bad_reason = None
+            if late:
+                entry["estimated_arrival"] = (entry_t - timedelta(days=1)).date().isoformat()
+            if self.filer_rng.random() < filer.no_eta:
+                del entry["estimated_arrival"]
+            if c.bad_fraction > 0 and self.filer_rng.random() < filer.invalid:
+                entry["lines"][0]["hts"] = entry["lines"][0]["hts"][:3]  # a 3-digit HTS
+                bad_reason = "lines"
+            out.append(Event("entry", hawb, orjson.dumps(entry), entry_t, bad_reason))
         return out
 
     def _entry(
         self,
         i: int,
+        filer: str,
         hawb: str,
         mawb: str,
         port: str,
@@ -708,7 +759,6 @@ class TrafficGenerator:
         value: float,
     ) -> dict:
         rng, c = self.rng, self.c
-        filer = FILERS[i % len(FILERS)]
         serial = f"{i % 10_000_000:07d}"
         suspended = (
             c.suspension_all if shipper["country"] not in ("CN", "HK") else c.suspension_cn_hk

@@ -20,6 +20,7 @@ from typing import Any, cast
 import faust
 from faust.types import EventT
 
+from models.filers import counted, named_entry
 from models.outputs import Source
 from models.pipeline import (
     Ctx,
@@ -36,6 +37,7 @@ from models.pipeline import (
 )
 from models.records import CATEGORIES, RecordError
 from models.rules import HoldCap, RulesFile
+from models.sampling import Sampler
 from models.stream_time import StreamTime
 from streams import envelopes, metrics
 from streams.outbox import Outbox
@@ -89,6 +91,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     tables = define(app, s)
     stream_time = StreamTime()  # per partition of the input topics: bills expire by it
     pkey = s.pseudonym_key.encode()
+    sampler = Sampler(pkey)  # every filer at the share until filers' weekly counts are read
 
     # stage batches count envelopes: about batch_size records
     envelope_batch = max(4, s.batch_size // (envelopes.MAX_RECORDS // 2))
@@ -138,6 +141,11 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
                 clock=stream_time,
                 latest=time.time() + s.max_event_ahead_s,
             )
+            metrics.count_filers(
+                (named[0], "invalid")
+                for item, _err in res.dead
+                if item.kind == "entry" and (named := named_entry(item.raw))
+            )
             metrics.count_failures("join", res.failures)
             metrics.REPLAYS_SKIPPED.labels("join").inc(res.replays)
             box = outbox()
@@ -184,7 +192,9 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             if reloaded:
                 metrics.RULE_RELOADS.labels(reloaded).inc()
             unscored: Failures = []
-            res = score_batch(parcels, scorer, pkey, rules.rules, cap, dead=unscored)
+            res = score_batch(
+                parcels, scorer, pkey, rules.rules, cap, dead=unscored, sampler=sampler
+            )
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(parcels))
             box.send(scored(res))
@@ -198,6 +208,8 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
                 ),
             )
             metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)
+            views = [p["view"] for p in decided]  # one per decision, in order
+            metrics.count_filers(counted(views, res.decisions, s.topic("entries_topic")))
 
     @app.task
     async def follow_promotions() -> None:

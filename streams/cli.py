@@ -266,6 +266,60 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_filers(a: argparse.Namespace) -> int:
+    import orjson
+    from rich.table import Table
+
+    from streams.export import filer_cards
+
+    try:
+        datetime.fromisoformat(a.since or "2000-01-01")
+    except ValueError:
+        err.print(f"[red]error:[/] --since {a.since!r} is not an ISO 8601 time")
+        return 2
+    cards = asyncio.run(filer_cards(_settings(a), a.since))
+    if a.code:
+        code = a.code.upper()
+        if code not in cards:
+            err.print(f"[red]error:[/] no entries of filer {code}")
+            return 2
+        cards = {code: cards[code]}
+    if a.json:
+        for c in sorted(cards):
+            print(orjson.dumps(cards[c].as_dict(a.evidence)).decode())
+        return 0
+    t = Table("filer", "entries", "late", "invalid", "holds", "exams targeted", "exams sampled",
+              "sampled violation rate (95% CI)", "status")  # fmt: skip
+    for c in sorted(cards):
+        card, sh = cards[c], cards[c].shares()
+        rate = (
+            f"{card.sampled_violative} of {card.sampled_exams}: "
+            f"{sh['sampled_violation_rate']:.1%} ({sh['sampled_low']:.1%}-{sh['sampled_high']:.1%})"
+            if card.sampled_exams
+            else "no sampled exams"
+        )
+        state = card.status + (f" ({'; '.join(card.why)})" if card.why else "")
+        t.add_row(
+            c,
+            f"{card.entries:,}",
+            f"{sh['late_share']:.1%}",
+            f"{sh['invalid_share']:.1%}",
+            f"{card.holds:,}",
+            f"{card.targeted_violative} of {card.targeted_exams} violative",
+            f"{card.sampled_exams}",
+            rate,
+            state,
+        )
+    out.print(t)
+    if a.evidence:
+        for c in sorted(cards):
+            e = Table("entry number", "HAWB", "date", "found", title=f"filer {c}: evidence")
+            for row in cards[c].evidence:
+                e.add_row(row["entry_number"], row["hawb"] or "-", row["date"], row["found"])
+            out.print(e)
+    return 0
+
+
 def cmd_dispose(a: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer
 
@@ -482,6 +536,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     pr.add_argument("version")
     pr.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who promotes")
     pr.set_defaults(func=cmd_promote)
+
+    fi = sub.add_parser("filers", help="filers' compliance scorecards (and their evidence)")
+    fi.add_argument("code", nargs="?", help="one filer code")
+    fi.add_argument("--since", help="only records from this ISO 8601 time on")
+    fi.add_argument("--json", action="store_true", help="JSON lines, for pipes")
+    fi.add_argument("--evidence", action="store_true", help="the entries behind each figure")
+    fi.set_defaults(func=cmd_filers)
 
     dp = sub.add_parser("dispose", help="report an exam outcome for a parcel")
     dp.add_argument("hawb")

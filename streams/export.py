@@ -16,6 +16,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.dataset import labelled_rows, write_jsonl
+from models.filers import Scorecard, scorecards
+from models.rules import RulesFile
 from streams.security import connection
 from streams.settings import Settings
 from streams.topics import partitions
@@ -74,3 +76,18 @@ async def export(s: Settings, out: Path, since: str | None = None) -> int:
     decisions = await read_topic(s, s.topic("decisions_topic"), since_ms)
     dispositions = await read_topic(s, s.topic("dispositions_topic"))
     return write_jsonl(labelled_rows(decisions, dispositions), out)
+
+
+async def filer_cards(s: Settings, since: str | None = None) -> dict[str, Scorecard]:
+    """Filers' scorecards from the topics (entries, decisions, dead letters, dispositions),
+    with the status thresholds of the rules file in force."""
+    since_ms = int(datetime.fromisoformat(since).timestamp() * 1000) if since else None
+    rules = RulesFile(Path(s.rules) if s.rules else None).rules
+    return scorecards(
+        await read_topic(s, s.topic("entries_topic"), since_ms),
+        await read_topic(s, s.topic("decisions_topic"), since_ms),
+        await read_topic(s, s.topic("deadletter_topic"), since_ms),
+        await read_topic(s, s.topic("dispositions_topic")),
+        rules.filers,
+        s.topic("entries_topic"),
+    )

@@ -1,7 +1,8 @@
 """The project's Prometheus metrics, in the default registry beside Faust's own sensors.
 
 Names follow Prometheus conventions (base units, `_total` counters). Label values are
-topic names, categories, actions and field names only: never names or addresses.
+topic names, categories, actions, field names and filer codes (brokers' codes, not personal
+data; at most MAX_FILER_SERIES of them, the rest as "other"): never names or addresses.
 
 Two namespaces that cannot meet: the project's metrics start with `parcel_risk_`, Faust's
 sensors with `faust_`. Faust would name its sensors after the app id, so the default id
@@ -67,6 +68,24 @@ AGENT_CRASHES = Counter(
     "Agents that stopped on an exception; the worker then exits non-zero to be restarted",
     ["agent"],
 )
+
+
+MAX_FILER_SERIES = 200
+FILERS = Counter(
+    "parcel_risk_filer_entries_total",
+    "Per filer: entries decided, and of them held, reviewed, sampled, filed late "
+    "(late_t86), without estimated arrival (t86_no_eta), or refused as invalid",
+    ["filer", "kind"],
+)
+_filer_labels: set[str] = set()
+
+
+def count_filers(kinds: Iterable[tuple[str, str]]) -> None:
+    """Per-filer series, for the first MAX_FILER_SERIES codes seen; the rest are 'other'."""
+    for (filer, kind), n in Tally(kinds).items():
+        if filer not in _filer_labels and len(_filer_labels) < MAX_FILER_SERIES:
+            _filer_labels.add(filer)
+        FILERS.labels(filer if filer in _filer_labels else "other", kind).inc(n)
 
 
 def count_records(topics: Iterable[str]) -> None:

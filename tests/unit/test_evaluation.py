@@ -12,12 +12,14 @@ from models.outputs import Source
 from models.pipeline import Incoming, consignee_batch, join_batch, score_batch, shipper_batch
 from models.records import MAX_RECORD_BYTES
 from models.registry import load, versions
+from models.rules import RuleSet, parse
+from models.sampling import Sampler
 from models.scoring import Scorer
 from models.synthetic import GeneratorConfig, TrafficGenerator
 from streams.cli import main
 
 
-def _exported(model_dir: Path, path: Path) -> list[dict]:
+def _exported(model_dir: Path, path: Path, rules: RuleSet | None = None) -> list[dict]:
     """Synthetic traffic through the worker's stages and model, exported as `export` does:
     decisions joined with dispositions, one row per revision."""
     gen = TrafficGenerator(GeneratorConfig(seed=11))
@@ -29,7 +31,8 @@ def _exported(model_dir: Path, path: Path) -> list[dict]:
     assert not joined.dead
     staged = consignee_batch([m for _, m in joined.forward], {})
     parcels = shipper_batch([m for _, m in staged], {})
-    decisions = score_batch(parcels, Scorer(load(model_dir)), b"key").decisions
+    scorer = Scorer(load(model_dir))
+    decisions = score_batch(parcels, scorer, b"key", rules, sampler=Sampler(b"key")).decisions
     seized = [
         {"hawb": lab.hawb, "outcome": "seized_ipr"} for lab in gen.labels() if lab.counterfeit
     ]
@@ -57,3 +60,22 @@ def test_exported_decisions_evaluate_one_row_per_bill(model_dir: Path, tmp_path:
     args = ["--model-dir", str(model_dir), "evaluate", "--model", version, "--data", str(data)]
     assert main([*args, "--out", str(report)]) == 0
     assert f"({len(bills):,} parcels)" in (report / "report.md").read_text()
+
+
+def test_export_marks_the_compliance_sample_and_evaluate_estimates_on_it(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "export.jsonl"
+    rows = _exported(model_dir, data, parse("[sampling]\nshare = 0.3\n"))
+    sampled = [r for r in rows if r["final"] and r["sample_rate"] is not None]
+    assert 0.2 < len(sampled) / sum(r["final"] for r in rows) < 0.35  # parcels with an entry
+    result = evaluate_model(load(model_dir), read_jsonl(data))
+    assert result.sampled is not None
+    fake = result.sampled["counterfeit"]
+    assert fake["sampled"] == len(sampled) and fake["low"] <= fake["rate"] <= fake["high"]
+    assert 0 <= fake["recall@10%"] <= 1 and 0 <= fake["precision@10%"] <= 1
+    (version,) = versions(model_dir)
+    report = tmp_path / "report"
+    args = ["--model-dir", str(model_dir), "evaluate", "--model", version, "--data", str(data)]
+    assert main([*args, "--out", str(report)]) == 0
+    assert "## On the compliance sample" in (report / "report.md").read_text()

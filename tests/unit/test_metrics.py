@@ -56,3 +56,12 @@ def test_the_app_builds_and_exposes_metrics_with_any_app_id(app_id, tmp_path):
     assert len(names) == len(set(names)), "a metric family is exposed twice"
     assert "parcel_risk_table_operations" in names
     assert "faust_table_operations" in names
+
+
+def test_per_filer_series_are_capped(monkeypatch):
+    monkeypatch.setattr(metrics, "MAX_FILER_SERIES", len(metrics._filer_labels) + 2)
+    before = metrics.FILERS.labels("other", "entries")._value.get()
+    metrics.count_filers([("Z01", "entries"), ("Z02", "entries"), ("Z03", "entries")] * 2)
+    assert metrics.FILERS.labels("Z02", "entries")._value.get() == 2
+    assert metrics.FILERS.labels("other", "entries")._value.get() == before + 2  # Z03
+    assert "Z03" not in metrics._filer_labels

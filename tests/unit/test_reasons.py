@@ -478,8 +478,7 @@ def test_golden_sentences() -> None:
     assert say("pieces_mismatch") == "manifest counts 1 piece, entry 9 items"
     # the entry speaks for the parcel (models/parcel.py): its description meets its HS code
     assert say("desc_hs_overlap") == (
-        "description 'chili sauce' shares no word with HS 2103.90, "
-        "sauces and preparations therefor"
+        "description 'chili sauce' shares no word with HS 2103.90, sauces and preparations therefor"
     )
     assert say("shipper_age_days") == say("shipper_parcels") == "first parcel from this shipper"
     assert say("entry_value_usd") == say("just_under_threshold")  # both records agree

@@ -174,3 +174,79 @@ def test_reload_takes_good_edits_and_keeps_old_rules_on_bad_ones(
     assert "broken" in rf.last_error
     (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "the old ones stay" in logged.getMessage() and "broken" in logged.getMessage()
+
+
+SECTION_321 = POLICY_TOML.replace(
+    "[[policy.excluded_origins]]",
+    'late_filing_from = "2024-01-16"\nestimated_arrival_from = "2024-07-25"\n'
+    "daily_aggregate_usd = 800\n[[policy.excluded_origins]]",
+    1,
+)
+
+
+def _filed(day: str, eta: str | None, entry_type: str = "86") -> dict:
+    e = _entry(day, "VN", entry_type=entry_type)
+    if eta is None:
+        del e["estimated_arrival"]
+    else:
+        e["estimated_arrival"] = eta
+    return e
+
+
+def test_a_type_86_filed_after_arrival_is_late() -> None:
+    manifest = {**MANIFEST, "arrival_date": "2025-03-02"}
+    on_time = _eval(SECTION_321, _view(manifest, _filed("2025-03-02", "2025-03-02")))
+    assert "late_t86" not in {m.rule for m in on_time}  # upon arrival is in time
+    late = _eval(SECTION_321, _view(manifest, _filed("2025-03-03", "2025-03-05")))
+    (m,) = [m for m in late if m.rule == "late_t86"]
+    assert "filed 2025-03-03, after manifest arrival 2025-03-02" in m.reason
+    own = _eval(SECTION_321, _view(None, _filed("2025-03-03", "2025-03-01")) | {"manifest": None})
+    assert "after its estimated arrival 2025-03-01" in next(
+        m.reason for m in own if m.rule == "late_t86"
+    )
+    dutiable = _eval(SECTION_321, _view(manifest, _filed("2025-03-03", "2025-03-01", "11")))
+    assert "late_t86" not in {m.rule for m in dutiable}
+    before_the_rule = _eval(
+        SECTION_321,
+        _view({**manifest, "arrival_date": "2023-03-02"}, _filed("2023-03-03", "2023-03-02")),
+    )
+    assert "late_t86" not in {m.rule for m in before_the_rule}
+    assert "late_t86" not in {
+        m.rule for m in _eval(RULES, _view(manifest, _filed("2025-03-03", None)))
+    }
+
+
+def test_a_type_86_without_estimated_arrival_is_flagged_from_its_date() -> None:
+    missing = _eval(SECTION_321, _view(entry=_filed("2025-03-01", None)))
+    assert "without its estimated arrival" in next(
+        m.reason for m in missing if m.rule == "t86_no_eta"
+    )
+    earlier = _eval(SECTION_321, _view(entry=_filed("2024-03-01", None)))
+    assert "t86_no_eta" not in {m.rule for m in earlier}
+
+
+def test_a_consignees_day_over_800_in_aggregate_is_flagged_with_the_total() -> None:
+    view = _view(entry=_filed("2025-03-01", "2025-03-02"))
+    view["entry"]["lines"][0]["value_usd"] = 300.0
+    view["consignee_history"] = {"value_today": 450.0}
+    under = _eval(SECTION_321, view)
+    assert "de_minimis_aggregate" not in {m.rule for m in under}
+    view["consignee_history"] = {"value_today": 600.0}
+    (m,) = [m for m in _eval(SECTION_321, view) if m.rule == "de_minimis_aggregate"]
+    assert "today $900.00 ($600.00 before this $300.00 parcel) over $800" in m.reason
+
+
+def test_policy_keys_are_checked() -> None:
+    with pytest.raises(RulesError, match="late_filing_form"):
+        parse("[policy]\nlate_filing_form = '2024-01-16'\n")
+
+
+def test_trusted_parties_are_checked() -> None:
+    with pytest.raises(RulesError, match="names no filers"):
+        parse('[[trusted]]\nname = "empty"\n')
+    with pytest.raises(RulesError, match="never lowers"):
+        parse("[trust]\nfactor = 0.5\n")
+    rules = parse('[[trusted]]\nname = "c"\nfilers = ["ab1"]\nfrom = "2025-01-01"\n')
+    assert rules.trust(_view(entry=_entry("2025-06-01", "VN"))) == "c"
+    assert rules.trust(_view(entry=_entry("2024-06-01", "VN"))) is None
+    assert rules.trust(_view()) is None  # no entry, no filer

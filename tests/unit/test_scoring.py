@@ -165,3 +165,90 @@ def test_model_threads_are_capped_and_scores_unchanged(model_dir) -> None:
 def test_model_threads_below_one_refused() -> None:
     with pytest.raises(ValueError, match="PARCEL_RISK_MODEL_THREADS"):
         Settings(model_threads=0).check()
+
+
+def test_the_compliance_sample_is_examined_whatever_the_score(model_dir) -> None:
+    from models.pipeline import SAMPLE_RULE, score_batch
+    from models.rules import parse
+    from models.sampling import Sampler
+
+    scorer = Scorer(load(model_dir))
+    scorer.thresholds = {c: {"hold": 2.0, "review": 2.0} for c in THRESHOLDS}  # none flagged
+    m, e = validate("manifest", MANIFEST), validate("entry", ENTRY)
+    parcels = [
+        {
+            "view": {"hawb": "H1", "manifest": m, "entry": e},
+            "revision": 2,
+            "event_epoch": 3600.0 * 10,
+            "source": {"topic": "t", "partition": 0, "offset": 1},
+        },
+        {
+            "view": {"hawb": "H2", "manifest": m, "entry": None},  # no filer yet: not sampled
+            "revision": 1,
+            "event_epoch": 3600.0 * 10,
+            "source": {"topic": "t", "partition": 0, "offset": 2},
+        },
+    ]
+    everything = parse("[sampling]\nshare = 1.0\n")
+    res = score_batch(parcels, scorer, b"k", everything, sampler=Sampler(b"k"))
+    assert [(i, a) for i, _c, a in res.flagged] == [(0, "sample")]
+    (hold,) = res.holds
+    assert hold["rules"] == [SAMPLE_RULE] and hold["reasons"][0].startswith("compliance sample")
+    assert "filer AB1" in hold["reasons"][0]
+    assert [d["sample_rate"] for d in res.decisions] == [1.0, None]
+    scorer.thresholds = {c: {"hold": 1e-9, "review": 1e-9} for c in THRESHOLDS}
+    held = score_batch(parcels, scorer, b"k", everything, sampler=Sampler(b"k"))
+    assert [a for _i, _c, a in held.flagged] == ["hold", "hold"]  # a hold stays a hold
+    assert SAMPLE_RULE in held.holds[0]["rules"] and SAMPLE_RULE not in held.holds[1]["rules"]
+    none = score_batch(
+        parcels, scorer, b"k", parse("[sampling]\nshare = 0\n"), sampler=Sampler(b"k")
+    )
+    assert all(d["sample_rate"] is None for d in none.decisions)
+
+
+TRUST = """
+[trust]
+factor = 4.0
+[[trusted]]
+name = "known-importer"
+importers = ["55 Elm Street|73301"]
+from = "2025-01-01"
+until = "2025-12-31"
+[[rule]]
+name = "watch-joy"
+action = "hold"
+category = "counterfeit"
+shippers = ["Shenzhen Joy Trading Co Ltd|CN"]
+"""
+
+
+def test_trust_raises_the_hold_threshold_and_never_overrides_rules(model_dir) -> None:
+    from models.pipeline import score_batch
+    from models.rules import parse
+
+    scorer = Scorer(load(model_dir))
+    m = validate("manifest", MANIFEST)
+    parcel = {
+        "view": {"hawb": "H1", "manifest": m, "entry": None},
+        "revision": 1,
+        "event_epoch": 3600.0 * 10,
+        "source": {"topic": "t", "partition": 0, "offset": 1},
+    }
+    score = float(scorer.score([parcel["view"]]).scores.max())
+    trusted = parse(TRUST.split("[[rule]]")[0])
+
+    def decided(hold: float, rules=trusted) -> tuple[str | None, str | None]:
+        scorer.thresholds = {c: {"hold": hold, "review": 2.0} for c in THRESHOLDS}
+        res = score_batch([parcel], scorer, b"k", rules)
+        return res.decisions[0]["action"], res.decisions[0]["trusted"]
+
+    assert decided(score / 5) == ("hold", "known-importer")  # above 4x the threshold
+    assert decided(score / 3) == (None, "known-importer")  # held without trust, not with it
+    assert decided(score / 3, None) == ("hold", None)
+    watched = parse(TRUST)
+    scorer.thresholds = {c: {"hold": score / 3, "review": 2.0} for c in THRESHOLDS}
+    res = score_batch([parcel], scorer, b"k", watched)
+    assert res.decisions[0]["action"] == "hold" and "watch-joy" in res.decisions[0]["rules"]
+    assert any("trusted party 'known-importer'" in r for r in res.holds[0]["reasons"])
+    later = {**m, "event_time": "2026-03-01T10:00:00+00:00"}  # trust has ended
+    assert parse(TRUST).trust({"hawb": "H1", "manifest": later, "entry": None}) is None

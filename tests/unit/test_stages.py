@@ -219,9 +219,22 @@ def test_remembered_events_are_bounded() -> None:
 def test_distinct_counts_are_bounded() -> None:
     state = None
     for i in range(history.MAX_DISTINCT + 50):
-        state = history.observe_consignee_parcel(state, f"shipper {i}", 0.0)
-    assert len(state["shippers"]) == history.MAX_DISTINCT
-    assert history.consignee_features(state, 0.0)["parcels_today"] == history.MAX_DISTINCT + 50
+        view = {"hawb": f"H{i}", "manifest": {"declared_value": 10.0, "currency": "USD"}}
+        state = history.observe_consignee_parcel(state, view, f"shipper {i}", 0.0)
+    assert len(state["shippers"]) == len(state["values_today"]) == history.MAX_DISTINCT
+    today = history.consignee_features(state, 0.0)
+    assert today["parcels_today"] == history.MAX_DISTINCT + 50
+    assert today["value_today"] == 10.0 * (history.MAX_DISTINCT + 50)  # beyond: one sum
+
+
+def test_a_consignees_day_total_counts_each_parcel_once_and_restarts_each_day() -> None:
+    state = None
+    for hawb, value in (("H1", 300.0), ("H2", 250.0)):
+        view = {"hawb": hawb, "manifest": {"declared_value": value, "currency": "USD"}}
+        state = history.observe_consignee_parcel(state, view, "s", 1_000.0)
+    assert history.consignee_features(state, 2_000.0, "H3")["value_today"] == 550.0
+    assert history.consignee_features(state, 2_000.0, "H2")["value_today"] == 300.0  # a rescore
+    assert history.consignee_features(state, 1_000.0 + history.DAY, "H3")["value_today"] == 0.0
 
 
 def test_expiry_sweep_forgets_old_bills() -> None:

@@ -103,3 +103,47 @@ def test_entry_type_follows_the_suspension_dates() -> None:
         cn = e["shipper"]["country"] in ("CN", "HK")
         suspended = day >= (cfg.suspension_cn_hk if cn else cfg.suspension_all)
         assert (e["entry_type"] != "86") == suspended
+
+
+def test_filers_differ_in_quality() -> None:
+    """Sloppy filers file late, without the estimated arrival and malformed, and carry more
+    violative parcels; clean and trusted ones are never late."""
+    from datetime import date
+
+    import orjson
+
+    from models.synthetic import FILERS
+
+    gen = TrafficGenerator(GeneratorConfig(seed=5, bad_fraction=0.01))
+    events = list(gen.events(20_000))
+    violative = {
+        lab.hawb for lab in gen.labels() if lab.fentanyl or lab.counterfeit or lab.undervaluation
+    }
+    arrival = {
+        e.key: orjson.loads(e.value)["arrival_date"]
+        for e in events
+        if e.kind == "manifest" and e.bad_reason is None
+    }
+    stats: dict[str, Counter] = {f.code: Counter() for f in FILERS}
+    for e in events:
+        if e.kind != "entry" or e.bad_reason not in (None, "lines"):
+            continue
+        rec = orjson.loads(e.value)
+        s = stats[rec["filer_code"]]
+        s["entries"] += 1
+        s["invalid"] += e.bad_reason == "lines"
+        s["no_eta"] += "estimated_arrival" not in rec
+        day = date.fromisoformat(rec["event_time"][:10])
+        eta = rec.get("estimated_arrival", "9999-12-31")
+        s["late"] += day > date.fromisoformat(arrival.get(e.key, eta)) or day.isoformat() > eta
+        s["violative"] += e.key in violative
+    for f in FILERS:
+        s = stats[f.code]
+        assert s["entries"] > 200, f.code
+        share = {k: s[k] / s["entries"] for k in ("late", "no_eta", "invalid", "violative")}
+        if f.quality == "sloppy":
+            assert share["late"] > 0.1 and share["no_eta"] > 0.02 and share["invalid"] > 0.01
+            assert share["violative"] > 0.15
+        else:
+            assert share["late"] == share["no_eta"] == 0 and share["invalid"] < 0.012
+            assert share["violative"] < 0.12

@@ -1,0 +1,204 @@
+"""Section 321 checks and trusted traders through a running worker on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from models.history import consignee_features, shipper_features
+from models.records import CATEGORIES, entry_check_digit, event_epoch, validate
+from models.registry import load
+from models.scoring import Scorer
+from streams.settings import ROOT
+from streams.topics import ensure_topics
+from tests.conftest import decisions_for, publish, read_all
+from tests.samples import ENTRY, MANIFEST, POLICY_TOML
+
+pytestmark = pytest.mark.integration
+
+RULES = (
+    POLICY_TOML.replace(
+        "[[policy.excluded_origins]]",
+        'late_filing_from = "2024-01-16"\nestimated_arrival_from = "2024-07-25"\n'
+        "daily_aggregate_usd = 800\n[[policy.excluded_origins]]",
+        1,
+    )
+    + """
+[sampling]
+share = 0.0
+
+[trust]
+factor = {factor}
+
+[[trusted]]
+name = "known-importers"
+importers = ["1 Trust Ave|10001", "2 Trust Ave|10001", "3 Trust Ave|10001"]
+from = "2025-01-01"
+
+[[rule]]
+name = "watch-sly"
+action = "hold"
+category = "counterfeit"
+shippers = ["Sly Parcel Trading Co Ltd|VN"]
+"""
+)
+
+
+def _entry(hawb: str, serial: str, address: str, shipper: str, **kw: object) -> dict:
+    """An entry for a parcel of its own: its own shipper and consignee, so no history."""
+    e = copy.deepcopy(ENTRY)
+    e.update(hawb=hawb, entry_number="AB1" + serial + str(entry_check_digit("AB1", serial)))
+    e["shipper"] = {**e["shipper"], "name": f"{shipper} Trading Co Ltd", "country": "VN"}
+    e["consignee"] = {**e["consignee"], "address": address, "zip": "10001"}
+    e["lines"] = [{**e["lines"][0], **kw}]
+    return e
+
+
+# a plain parcel and a riskier one (cheap branded handbag)
+PLAIN: dict = {}
+RISKY: dict = {"hts": "4202210000", "description": "GUCCI designer handbag", "value_usd": 6.0}
+
+
+def _scores(model_dir, entry: dict) -> list[float]:
+    """The parcel's scores as the worker will see it: an entry alone, no history yet."""
+    rec = validate("entry", entry)
+    t = event_epoch(rec)
+    view = {
+        "hawb": rec["hawb"],
+        "manifest": None,
+        "entry": rec,
+        "shipper_history": shipper_features(None, t),
+        "consignee_history": consignee_features(None, t, rec["hawb"]),
+    }
+    return Scorer(load(model_dir)).score([view]).scores[0].tolist()
+
+
+async def test_trusted_importer_held_only_above_the_raised_threshold_and_when_watch_listed(
+    settings, model_dir, tmp_path, start_worker
+) -> None:
+    plain = _scores(model_dir, _entry("X", "0000001", "9 Any St", "Calm", **PLAIN))
+    risky = _scores(model_dir, _entry("X", "0000001", "9 Any St", "Calm", **RISKY))
+    label = max(range(len(CATEGORIES)), key=lambda j: risky[j] / plain[j])
+    ratio = risky[label] / plain[label]
+    assert ratio > 1.5, f"no label tells the two parcels apart: {plain} {risky}"
+    hold = plain[label] * 0.95  # the plain parcel is held, untrusted
+    factor = (ratio / 0.95) ** 0.5  # raised: above the plain parcel, below the risky one
+    thresholds = {c: {"hold": 2.0, "review": 2.0} for c in CATEGORIES}
+    thresholds[CATEGORIES[label]] = {"hold": hold, "review": 2.0}
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES.replace("{factor}", f"{factor:.6f}"))
+    s = settings.with_(rules=str(rules))
+    await ensure_topics(s)
+    start_worker(s, PARCEL_RISK_RULES=str(rules), PARCEL_RISK_THRESHOLDS=json.dumps(thresholds))
+    await publish(
+        s,
+        "entries_topic",
+        [
+            _entry("TRU01", "0000011", "9 Any St", "Calm", **PLAIN),  # untrusted: held
+            _entry("TRU02", "0000012", "1 Trust Ave", "Quiet", **PLAIN),  # below the raised one
+            _entry("TRU03", "0000013", "2 Trust Ave", "Loud", **RISKY),  # above it
+            _entry("TRU04", "0000014", "3 Trust Ave", "Sly Parcel", **PLAIN),  # watch-listed
+        ],
+    )
+    got = {h: d[-1] for h, d in (await decisions_for(s, {f"TRU0{i}" for i in range(1, 5)})).items()}
+    assert (got["TRU01"]["action"], got["TRU01"]["trusted"]) == ("hold", None)
+    assert (got["TRU02"]["action"], got["TRU02"]["trusted"]) == (None, "known-importers")
+    assert (got["TRU03"]["action"], got["TRU03"]["trusted"]) == ("hold", "known-importers")
+    assert got["TRU04"]["action"] == "hold" and got["TRU04"]["rules"] == ["watch-sly"]
+    assert got["TRU04"]["trusted"] == "known-importers"
+
+
+async def test_late_type_86_and_a_consignees_day_past_800(settings, tmp_path, start_worker) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES.replace("{factor}", "1.0"))
+    s = settings.with_(rules=str(rules))
+    await ensure_topics(s)
+    start_worker(s, PARCEL_RISK_RULES=str(rules))
+    manifest = {**copy.deepcopy(MANIFEST), "hawb": "LATE01", "arrival_date": "2025-03-02"}
+    late = {
+        **_entry("LATE01", "0000021", "7 Late Rd", "Slow"),
+        "event_time": "2025-03-03T09:00:00+00:00",
+    }
+    await publish(s, "manifest_topic", [manifest])
+    await publish(s, "entries_topic", [late])
+    decided = await decisions_for(s, {"LATE01"})
+    assert "late_t86" in max(decided["LATE01"], key=lambda d: d["revision"])["rules"]
+
+    day = "2025-03-05T1{}:00:00+00:00"
+    parcels = [
+        {**_entry(f"AGG0{i}", f"000003{i}", "8 Busy Rd", f"Seller{i}", value_usd=300.0)}
+        | {"event_time": day.format(i)}
+        for i in range(1, 4)
+    ]
+    for p in parcels:  # one at a time: each counted before the next is scored
+        await publish(s, "entries_topic", [p])
+        await decisions_for(s, {p["hawb"]})
+    got = await decisions_for(s, {"AGG01", "AGG02", "AGG03"})
+    assert "de_minimis_aggregate" not in got["AGG02"][-1]["rules"]
+    third = got["AGG03"][-1]
+    assert "de_minimis_aggregate" in third["rules"]
+    holds = [orjson.loads(v) for _k, v in await read_all(s, "holds_topic", idle_s=2)]
+    (hold,) = [h for h in holds if h["hawb"] == "AGG03"]
+    assert any("today $900.00 ($600.00 before this $300.00 parcel)" in r for r in hold["reasons"])
+
+
+async def test_a_sloppy_filers_scorecard_shows_its_sampled_rate_and_cites_entries(
+    settings, tmp_path, start_worker
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES.replace("{factor}", "1.0").replace("share = 0.0", "share = 1.0"))
+    s = settings.with_(rules=str(rules))
+    await ensure_topics(s)
+    start_worker(s, PARCEL_RISK_RULES=str(rules))
+
+    def filed(filer: str, n: int, late: bool) -> dict:
+        e = _entry(f"{filer}{n:02d}", f"00001{n:02d}", f"{n} Main St", f"Seller{n}")
+        serial = f"00001{n:02d}"
+        e.update(
+            filer_code=filer, entry_number=filer + serial + str(entry_check_digit(filer, serial))
+        )
+        if late:
+            e["estimated_arrival"] = "2025-02-27"  # filed 2025-03-01, after its own estimate
+        return e
+
+    sloppy = [filed("9XK", n, late=n < 3) for n in range(10)]
+    clean = [filed("EZ3", n, late=False) for n in range(10)]
+    broken = {**filed("9XK", 99, late=False), "hawb": "9XK99"}
+    broken["lines"] = [{**broken["lines"][0], "hts": "640"}]
+    await publish(s, "entries_topic", [*sloppy, *clean, broken])
+    await decisions_for(s, {e["hawb"] for e in sloppy + clean})
+    outcomes = [
+        {"schema_version": 1, "event_time": "2025-03-02T10:00:00Z", "hawb": e["hawb"],
+         "outcome": "seized_ipr" if e in sloppy[:5] else "released",
+         "examined_at": "2025-03-02T09:00:00Z", "analyst": "ana"}
+        for e in sloppy + clean
+    ]  # fmt: skip
+    await publish(s, "dispositions_topic", outcomes)
+
+    def scorecard(*args: str) -> list[dict]:
+        env = {**os.environ, "PARCEL_RISK_RULES": str(rules)}
+        run = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "--broker", s.broker, "--prefix",
+             s.topic_prefix, "filers", *args, "--json"],
+            capture_output=True, text=True, cwd=ROOT, timeout=120, check=True, env=env,
+        )  # fmt: skip
+        return [orjson.loads(line) for line in run.stdout.splitlines()]
+
+    cards = {c["filer"]: c for c in await asyncio.to_thread(scorecard)}
+    bad, good = cards["9XK"], cards["EZ3"]
+    assert (bad["entries"], bad["late"], bad["invalid"]) == (10, 3, 1)
+    assert (bad["sampled_exams"], bad["sampled_violative"]) == (10, 5)
+    assert bad["sampled_low"] < 0.5 < bad["sampled_high"]
+    assert bad["status"] == "at risk" and good["status"] == "ok"
+    (evidence,) = await asyncio.to_thread(scorecard, "9xk", "--evidence")
+    found = {(row["hawb"], row["found"]) for row in evidence["evidence"]}
+    assert ("9XK00", "late_t86") in found and ("9XK00", "sampled exam: seized_ipr") in found
+    assert any(f.startswith("invalid: lines[0].hts") for _h, f in found)
+    assert {row["entry_number"][:3] for row in evidence["evidence"]} == {"9XK"}
