@@ -167,6 +167,19 @@ def test_model_threads_below_one_refused() -> None:
         Settings(model_threads=0).check()
 
 
+def _message(view: dict, offset: int, revision: int = 1) -> dict:
+    """A parcel message as the shipper stage hands it to scoring."""
+    shipper_key, consignee_key = keys(view)
+    return {
+        "view": view,
+        "shipper_key": shipper_key,
+        "consignee_key": consignee_key,
+        "revision": revision,
+        "event_epoch": 3600.0 * 10,
+        "source": {"topic": "t", "partition": 0, "offset": offset},
+    }
+
+
 def test_the_compliance_sample_is_examined_whatever_the_score(model_dir) -> None:
     from models.pipeline import SAMPLE_RULE, score_batch
     from models.rules import parse
@@ -176,18 +189,8 @@ def test_the_compliance_sample_is_examined_whatever_the_score(model_dir) -> None
     scorer.thresholds = {c: {"hold": 2.0, "review": 2.0} for c in THRESHOLDS}  # none flagged
     m, e = validate("manifest", MANIFEST), validate("entry", ENTRY)
     parcels = [
-        {
-            "view": {"hawb": "H1", "manifest": m, "entry": e},
-            "revision": 2,
-            "event_epoch": 3600.0 * 10,
-            "source": {"topic": "t", "partition": 0, "offset": 1},
-        },
-        {
-            "view": {"hawb": "H2", "manifest": m, "entry": None},  # no filer yet: not sampled
-            "revision": 1,
-            "event_epoch": 3600.0 * 10,
-            "source": {"topic": "t", "partition": 0, "offset": 2},
-        },
+        _message({"hawb": "H1", "manifest": m, "entry": e}, offset=1, revision=2),
+        _message({"hawb": "H2", "manifest": m, "entry": None}, offset=2),  # no filer: no sample
     ]
     everything = parse("[sampling]\nshare = 1.0\n")
     res = score_batch(parcels, scorer, b"k", everything, sampler=Sampler(b"k"))
@@ -228,12 +231,7 @@ def test_trust_raises_the_hold_threshold_and_never_overrides_rules(model_dir) ->
 
     scorer = Scorer(load(model_dir))
     m = validate("manifest", MANIFEST)
-    parcel = {
-        "view": {"hawb": "H1", "manifest": m, "entry": None},
-        "revision": 1,
-        "event_epoch": 3600.0 * 10,
-        "source": {"topic": "t", "partition": 0, "offset": 1},
-    }
+    parcel = _message({"hawb": "H1", "manifest": m, "entry": None}, offset=1)
     score = float(scorer.score([parcel["view"]]).scores.max())
     trusted = parse(TRUST.split("[[rule]]")[0])
 

@@ -7,6 +7,11 @@ thread, so it is the same model bit for bit on every run of the same libraries. 
 no differences to explain: typed decoding, cached tokens and pseudonyms, keys taken from the
 stage messages, rounding only the feature values that need it and reasons that run only
 their category's trees all give the same records.
+
+A change that means to decide differently (the generator, the training, the rules file)
+writes the golden file again, `python -m tests.unit.test_scoring_equivalence`, and says in
+its commit why the decisions changed: the filers work (issue 19) did, with its generator
+(filers, estimated arrivals) and its policy rules in deploy/rules.toml.
 """
 
 from __future__ import annotations
@@ -81,3 +86,10 @@ def test_scores_actions_and_records_are_those_of_the_build_before(tmp_path: Path
     for new, old in zip(now["decisions"], before["decisions"], strict=True):
         assert new == old, new[0]
     assert now["holds"] == before["holds"]
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        GOLDEN.write_bytes(orjson.dumps(outcome(Path(folder))))
