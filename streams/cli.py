@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.text import Text
 
 if TYPE_CHECKING:  # the CLI imports what a command needs when it runs: a fast start
     from models.synthetic import GeneratorConfig
@@ -27,8 +28,14 @@ if TYPE_CHECKING:  # the CLI imports what a command needs when it runs: a fast s
 from streams.security import connection
 from streams.settings import ROOT, Settings, from_env
 
-err = Console(stderr=True)
-out = Console()
+# text is printed as written: a message that quotes `[columns]`, a path or a label name is
+# not rich markup, and a long one is not folded into several lines
+err = Console(stderr=True, markup=False, emoji=False, soft_wrap=True)
+out = Console(markup=False, emoji=False, soft_wrap=True)
+
+
+def _error(message: object, word: str = "error") -> None:
+    err.print(Text.assemble((f"{word}:", "red"), " ", str(message)))
 
 
 def _settings(a: argparse.Namespace) -> Settings:
@@ -42,7 +49,7 @@ def _settings(a: argparse.Namespace) -> Settings:
     try:
         s.check()
     except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        _error(exc)
         sys.exit(2)
     return s
 
@@ -78,13 +85,13 @@ def cmd_worker(a: argparse.Namespace) -> int:
         artifact = load(s.model_dir, version)
         server = ModelServer(s, artifact, control_offset)
     except (ArtifactError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        _error(exc)
         return 2
     limit_model_threads(s.model_threads)  # the model's OpenMP runtime is loaded by now
     try:
         app = create_app(s, server)
     except RulesError as exc:
-        err.print(f"[red]error:[/] rules refused: {exc}")
+        _error(f"rules refused: {exc}")
         return 2
     err.print(
         f"worker {s.app_id}: model {artifact.version}, broker {s.bootstrap}, "
@@ -109,7 +116,7 @@ def cmd_promote(a: argparse.Namespace) -> int:
         asyncio.run(ensure_topics(s))
         record = asyncio.run(promote(s, a.version, a.by))
     except ArtifactError as exc:
-        err.print(f"[red]refused:[/] {exc}")
+        _error(exc, "refused")
         return 2
     err.print(
         f"promoted {record['version']} (sha256 {record['sha256'][:12]}...) "
@@ -144,10 +151,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     if not 0.0 <= a.bad_fraction < 1.0:
-        err.print("[red]error:[/] --bad-fraction must be in [0, 1)")
+        _error("--bad-fraction must be in [0, 1)")
         return 2
     if a.count <= 0:
-        err.print("[red]error:[/] --count must be positive")
+        _error("--count must be positive")
         return 2
     config = _gen_config(a)
     if a.dataset:
@@ -203,7 +210,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             a.synthetic,
         )
     except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        _error(exc)
         return 2
     rows = meta["data"]["rows"]
     err.print(f"trained {version} on {rows:,} parcels in {time.monotonic() - started:.0f}s")
@@ -222,7 +229,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         artifact = load_named(a.model, s.model_dir)
         ds = load_data(Path(a.data), Path(a.mapping) if a.mapping else None)
     except (ArtifactError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        _error(exc)
         return 2
     result, path = report.evaluate(artifact, ds, Path(a.out))
     _print_metrics(result.metrics)
@@ -286,7 +293,7 @@ def cmd_dispose(a: argparse.Namespace) -> int:
     try:
         record = validate("disposition", record)
     except RecordError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        _error(exc)
         return 2
 
     async def send() -> None:
@@ -309,14 +316,14 @@ def cmd_holds(a: argparse.Namespace) -> int:
     from streams.console import holds
 
     if a.category and a.category not in CATEGORIES:
-        err.print(f"[red]error:[/] --category must be one of {', '.join(CATEGORIES)}")
+        _error(f"--category must be one of {', '.join(CATEGORIES)}")
         return 2
     since_ms = None
     if a.since:
         try:
             since_ms = int(datetime.fromisoformat(a.since).timestamp() * 1000)
         except ValueError:
-            err.print(f"[red]error:[/] --since {a.since!r} is not an ISO 8601 time")
+            _error(f"--since {a.since!r} is not an ISO 8601 time")
             return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(holds(_settings(a), a.follow, a.category, a.min_score, since_ms, a.json))
@@ -418,7 +425,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             err.print(f"stopped {stopped or 'nothing'}" + (" and the broker" if ours else ""))
     if failed is not None:
         with contextlib.suppress(OSError):
-            err.print(f"[red]error:[/] {failed.failure()}")
+            _error(failed.failure())
         return 1
     return 0
 

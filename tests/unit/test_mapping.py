@@ -114,3 +114,15 @@ def test_bad_mapping_is_refused_with_a_reason(tmp_path: Path) -> None:
     with pytest.raises(MappingError, match="no_such_column"):
         load_mapped(data, mapping)
     assert main(["train", "--data", str(data), "--mapping", str(mapping)]) == 2
+
+
+def test_errors_are_printed_as_written(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Brackets in a message are text, not rich markup, and the line is not folded."""
+    data, mapping = tmp_path / "d.csv", tmp_path / "m.toml"
+    _foreign_csv(data, n=50)
+    mapping.write_text(MAPPING.replace("[labels]", 'office = "office"\n[labels]'))
+    assert main(["train", "--data", str(data), "--mapping", str(mapping)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "unknown [columns] ['office']" in line
+    assert main(["holds", "--since", "[bold]soon[/]"]) == 2
+    assert "--since '[bold]soon[/]' is not" in capsys.readouterr().err
