@@ -29,7 +29,7 @@ from __future__ import annotations
 import csv
 import math
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ import numpy as np
 import orjson
 
 from models import history, parcel
-from models.dataset import LabelledSet, read_jsonl
+from models.dataset import LabelledSet, concat, read_jsonl
 from models.parcel import ParcelView
 from models.records import CATEGORIES
 
@@ -109,16 +109,31 @@ def _time(v: Any) -> float:
     return datetime.fromisoformat(s if len(s) > 10 else s + "T00:00:00+00:00").timestamp()
 
 
-def load_mapped(data: Path, mapping: Path) -> LabelledSet:
-    """Their table -> our labelled parcel views (manifest-like), history replayed in order."""
+def read_rows(
+    files: Sequence[Path], needed: Iterable[str]
+) -> tuple[list[Mapping[str, Any]], np.ndarray]:
+    """The rows of all files, and which file each came from; every file must have `needed`."""
+    raw: list[Mapping[str, Any]] = []
+    parts: list[int] = []
+    for k, path in enumerate(files):
+        rows = list(_rows(path))
+        if not rows:
+            raise MappingError(f"{path}: no rows")
+        absent = [c for c in needed if c not in rows[0]]
+        if absent:
+            raise MappingError(f"{path}: no column(s) {absent} (first row has {sorted(rows[0])})")
+        raw += rows
+        parts += [k] * len(rows)
+    return raw, np.asarray(parts)
+
+
+def load_mapped(files: Sequence[Path], mapping: Path) -> LabelledSet:
+    """Their table(s) -> our labelled parcel views (manifest-like), history replayed in time
+    order over all files together, as a worker would have seen them."""
     m = load_mapping(mapping)
     cols, labels = m["columns"], m["labels"]
-    raw = list(_rows(data))
-    if not raw:
-        raise MappingError(f"{data}: no rows")
-    absent = [c for c in list(cols.values()) + list(labels.values()) if c not in raw[0]]
-    if absent:
-        raise MappingError(f"{data}: no column(s) {absent} (first row has {sorted(raw[0])})")
+    raw, parts = read_rows(files, [*cols.values(), *labels.values()])
+    data = " + ".join(map(str, files))
 
     def get(r: Mapping[str, Any], field: str, default: Any = "") -> Any:
         col = cols.get(field)
@@ -178,12 +193,18 @@ def load_mapped(data: Path, mapping: Path) -> LabelledSet:
         np.asarray(values),
         np.ones(len(ids), dtype=bool),
         f"{data} via {mapping}",
+        part=parts[order],
     )
 
 
-def load_data(path: Path, mapping: Path | None = None) -> LabelledSet:
+def load_data(files: Path | Sequence[Path], mapping: Path | None = None) -> LabelledSet:
     """Labelled data for train and evaluate: our JSONL (generate --dataset, export), or
-    another schema's table through a mapping file; ValueError says what is wrong."""
-    if not path.exists():
-        raise ValueError(f"no such file: {path}")
-    return load_mapped(path, mapping) if mapping else read_jsonl(path)
+    another schema's table through a mapping file; several files (train, valid, test) are
+    one set whose `part` says each row's file. ValueError says what is wrong."""
+    files = [files] if isinstance(files, Path) else list(files)
+    for path in files:
+        if not path.exists():
+            raise ValueError(f"no such file: {path}")
+    if mapping:
+        return load_mapped(files, mapping)
+    return concat([read_jsonl(p) for p in files])

@@ -197,17 +197,27 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.if_missing and versions(out_dir):
         err.print(f"a model already exists in {out_dir}; not training")
         return 0
-    if not a.data:
+    if a.data and a.train:
+        _error("--data is one file to split; --train, --valid, --test are split already")
+        return 2
+    if a.train and not a.valid:
+        _error("--train needs --valid (thresholds are chosen on it)")
+        return 2
+    files = [Path(f) for f in ([a.data] if a.data else [a.train, a.valid, a.test]) if f]
+    if not files:
         err.print(f"no --data: training on {a.synthetic:,} synthetic parcels (seed {a.seed})")
     started = time.monotonic()
     try:
+        dates = [_utc(d) for d in a.split_at or ()]
         version, meta = training.run(
-            Path(a.data) if a.data else None,
+            files,
             Path(a.mapping) if a.mapping else None,
             out_dir,
             s.model_dir,
             training.TrainConfig(seed=a.seed),
             a.synthetic,
+            dates,
+            a.refit,
         )
     except ValueError as exc:
         _error(exc)
@@ -217,6 +227,15 @@ def cmd_train(a: argparse.Namespace) -> int:
     _print_metrics(meta["test_metrics"])
     out.print(version)
     return 0
+
+
+def _utc(text: str) -> datetime:
+    """An ISO 8601 date or time; one without a zone is UTC."""
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 date or time") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -460,7 +479,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.set_defaults(func=cmd_generate)
 
     tr = sub.add_parser("train", help="train a model artifact")
-    tr.add_argument("--data", help="labelled JSONL (generate --dataset, or export)")
+    tr.add_argument(
+        "--data", help="one labelled file, split by time (JSONL; CSV or Parquet with --mapping)"
+    )
+    tr.add_argument("--train", help="your own split: the training file (with --valid)")
+    tr.add_argument("--valid", help="your validation file: thresholds are chosen on it")
+    tr.add_argument("--test", help="your test file: the figures printed are measured on it")
+    tr.add_argument(
+        "--split-at",
+        nargs="+",
+        metavar="DATE",
+        help="split --data here: validation from the first date, test from the second "
+        "(one date: the test starts there)",
+    )
+    tr.add_argument(
+        "--refit", action="store_true", help="fit the final model on train + validation"
+    )
     tr.add_argument("--mapping", help="TOML column mapping for a table in another schema")
     tr.add_argument("--out", help="artifact folder (default: the model dir)")
     tr.add_argument("--seed", type=int, default=0)

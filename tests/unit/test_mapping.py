@@ -109,10 +109,10 @@ def test_bad_mapping_is_refused_with_a_reason(tmp_path: Path) -> None:
     _foreign_csv(data, n=50)
     mapping.write_text(MAPPING.replace('time = "decl_date"', ""))
     with pytest.raises(MappingError, match="lacks time"):
-        load_mapped(data, mapping)
+        load_mapped([data], mapping)
     mapping.write_text(MAPPING.replace('"gross_kg"', '"no_such_column"'))
     with pytest.raises(MappingError, match="no_such_column"):
-        load_mapped(data, mapping)
+        load_mapped([data], mapping)
     assert main(["train", "--data", str(data), "--mapping", str(mapping)]) == 2
 
 
