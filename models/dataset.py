@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -26,6 +26,9 @@ from models.parcel import ParcelView
 from models.pipeline import Incoming, ParcelMessage, consignee_batch, join_batch, shipper_batch
 from models.records import CATEGORIES, FINDINGS, MAX_RECORD_BYTES, event_epoch
 from models.synthetic import Event, GeneratorConfig, Label, TrafficGenerator
+
+if TYPE_CHECKING:
+    from models.tabular import TableSpec
 
 
 @dataclass
@@ -45,6 +48,7 @@ class LabelledSet:
     part: np.ndarray | None = None
     # a table in its own schema (models/tabular.py): column name -> values, instead of views
     table: dict[str, np.ndarray] | None = None
+    spec: TableSpec | None = None  # what the table's columns are
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -66,6 +70,7 @@ class LabelledSet:
             labels=self.labels,
             part=None if self.part is None else self.part[idx],
             table=None if self.table is None else {k: v[idx] for k, v in self.table.items()},
+            spec=self.spec,
         )
 
 

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 
 from models.dataset import LabelledSet, from_generator
-from models.evaluation import evaluate_scores
+from models.evaluation import evaluate_scores, key_hashes
 from models.features import CATEGORICAL, FEATURES, INDEX, References, build_features
 from models.mapping import load_data
 from models.model import ParcelRiskModel
 from models.records import CATEGORIES
 from models.registry import ArtifactError, load, save
 from models.synthetic import GeneratorConfig
+from models.tabular import TableEncoder
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,38 @@ class Fitted:
 
     model: ParcelRiskModel
     features: Callable[[np.ndarray], np.ndarray]
+    X_fit: np.ndarray
     meta: dict[str, Any]
+
+
+def _fit_table(ds: LabelledSet, rows: np.ndarray, cfg: TrainConfig) -> Fitted:
+    """A table of its own schema: its columns encoded from `rows` only (models/tabular.py)."""
+    assert ds.table is not None and ds.spec is not None
+    table = ds.table
+    encoder = TableEncoder(ds.spec)
+    X = encoder.fit_transform({k: v[rows] for k, v in table.items()}, ds.Y[rows])
+    model = ParcelRiskModel(
+        labels=ds.labels,
+        categorical_features=encoder.categorical_indices,
+        max_iter=cfg.max_iter,
+        random_state=cfg.seed,
+    ).fit(X, ds.Y[rows])
+    meta = {
+        "kind": "table",
+        "features": encoder.feature_names,
+        "table": {"spec": ds.spec.to_dict(), "encoder": encoder.state},
+    }
+    return Fitted(
+        model, lambda idx: encoder.transform({k: v[idx] for k, v in table.items()}), X, meta
+    )
 
 
 def _fit(
     ds: LabelledSet, rows: np.ndarray, cfg: TrainConfig, served_refs: References | None
 ) -> Fitted:
     """Features learned from `rows` only (nothing from later periods), then the model."""
+    if ds.table is not None:
+        return _fit_table(ds, rows, cfg)
     if ds.X is not None:
         if ds.X.shape[1] != len(FEATURES):
             raise ValueError(
@@ -132,15 +158,18 @@ def _fit(
         max_iter=cfg.max_iter,
         random_state=cfg.seed,
     ).fit(X[rows], ds.Y[rows])
-    with warnings.catch_warnings():  # an all-missing column has no median: NaN is right
-        warnings.simplefilter("ignore", RuntimeWarning)
-        medians = np.nanmedian(X[rows], axis=0)
-    meta = {
-        "references": refs.to_dict(),
-        "feature_medians": [None if np.isnan(m) else float(m) for m in medians],
-        "n_features": len(FEATURES),
-    }
-    return Fitted(model, lambda idx: X[idx], meta)
+    meta = {"references": refs.to_dict(), "features": list(FEATURES)}
+    return Fitted(model, lambda idx: X[idx], X[rows], meta)
+
+
+def constant_features(X: np.ndarray, names: Sequence[str]) -> list[str]:
+    """Features with one value (or none) in training: they cannot inform the model."""
+    out = []
+    for j, name in enumerate(names):
+        seen = X[:, j][~np.isnan(X[:, j])]
+        if len(seen) == 0 or np.all(seen == seen[0]):
+            out.append(name)
+    return out
 
 
 def train(
@@ -176,8 +205,10 @@ def train(
         ds.values[va_final],
         ds.labels,
     )
+    fit_rows = tr
     if refit:
-        fitted = _fit(ds, np.concatenate([tr, va]), cfg, served_refs)
+        fit_rows = np.concatenate([tr, va])
+        fitted = _fit(ds, fit_rows, cfg, served_refs)
     te = te[ds.final[te]]  # one row per bill: its last (fullest) revision
     test_metrics = (
         evaluate_scores(
@@ -186,8 +217,14 @@ def train(
         if len(te)
         else va_metrics
     )
+    with warnings.catch_warnings():  # an all-missing column has no median: NaN is right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        medians = np.nanmedian(fitted.X_fit, axis=0)
     meta = {
         **fitted.meta,
+        "n_features": len(fitted.meta["features"]),
+        "feature_medians": [None if np.isnan(m) else float(m) for m in medians],
+        "constant_features": constant_features(fitted.X_fit, fitted.meta["features"]),
         "thresholds": thresholds,
         "labels": list(ds.labels),
         "seed": cfg.seed,
@@ -204,6 +241,9 @@ def train(
         "test_metrics": test_metrics,
         "measured_on": "test" if len(te) else "validation",
     }
+    if ds.spec is not None and ds.spec.keys:  # what evaluation's memorisation check needs
+        seen = np.unique(key_hashes(ds.subset(fit_rows), ds.spec.keys))
+        meta["memorisation"] = {"keys": list(ds.spec.keys), "seen": seen.tolist()}
     return fitted.model, meta
 
 

@@ -223,8 +223,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         _error(exc)
         return 2
     rows = meta["data"]["rows"]
-    err.print(f"trained {version} on {rows:,} parcels in {time.monotonic() - started:.0f}s")
-    _print_metrics(meta["test_metrics"])
+    err.print(f"trained {version} on {rows:,} rows in {time.monotonic() - started:.0f}s")
+    _print_metrics(meta["test_metrics"], f"{meta['measured_on']} period")
     out.print(version)
     return 0
 
@@ -245,42 +245,46 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     s = _settings(a)
     try:
-        artifact = load_named(a.model, s.model_dir)
+        artifact = load_named(a.model, s.model_dir, tables=True)
         ds = load_data(Path(a.data), Path(a.mapping) if a.mapping else None)
     except (ArtifactError, ValueError) as exc:
         _error(exc)
         return 2
     result, path = report.evaluate(artifact, ds, Path(a.out))
-    _print_metrics(result.metrics)
+    _print_metrics(result.metrics, f"{artifact.version} on {a.data}")
     err.print(f"report: {path}")
+    if a.scores_out:
+        n = report.write_scores(Path(a.scores_out), result, artifact.thresholds)
+        err.print(f"scores of {n:,} rows: {a.scores_out}")
     return 0
 
 
-def _print_metrics(metrics: dict) -> None:
+def _print_metrics(metrics: dict, title: str) -> None:
+    """Per label the capacity-bound figures, P@n%, R@n% and Revenue@n% (when the data has a
+    value at stake), a row each, with the base rate and AUCs beside them."""
+    import math
+
+    from rich import box
     from rich.table import Table
 
-    t = Table(title="held-out test period")
-    cols = ["base rate", "P@1%", "R@1%", "Rev@1%", "P@5%", "R@5%", "ROC AUC", "PR AUC"]
-    t.add_column("label")
-    for c in cols:
+    from models.evaluation import TOP_PERCENTS
+
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)  # 80 columns
+    t.add_column("label", no_wrap=True)
+    for c in ("", *(f"@{n}%" for n in TOP_PERCENTS), "base rate", "ROC AUC", "PR AUC"):
         t.add_column(c, justify="right")
+    shown = [("P", "precision"), ("R", "recall"), ("Rev", "revenue")]
+    if all(math.isnan(m[f"revenue@{n}%"]) for m in metrics.values() for n in TOP_PERCENTS):
+        shown.pop()  # no value column: no Revenue@n%
     for label, m in metrics.items():
-        t.add_row(
-            label,
-            *(
-                f"{m[k]:.4f}"
-                for k in (
-                    "base_rate",
-                    "precision@1%",
-                    "recall@1%",
-                    "revenue@1%",
-                    "precision@5%",
-                    "recall@5%",
-                    "roc_auc",
-                    "pr_auc",
-                )
-            ),
-        )
+        for k, (short, key) in enumerate(shown):
+            first = (f"{m[x]:.4f}" for x in ("base_rate", "roc_auc", "pr_auc"))
+            t.add_row(
+                label if k == 0 else "",
+                short,
+                *(f"{m[f'{key}@{n}%']:.3f}" for n in TOP_PERCENTS),
+                *(first if k == 0 else ()),
+            )
     err.print(t)
 
 
@@ -514,9 +518,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ev = sub.add_parser("evaluate", help="measure a model on labelled data; write a report")
     ev.add_argument("--model", required=True, help="a version id or an artifact folder")
-    ev.add_argument("--data", required=True, help="labelled JSONL")
+    ev.add_argument(
+        "--data",
+        required=True,
+        help="labelled data: JSONL (generate --dataset, export), or CSV, Parquet or JSONL "
+        "in another schema with --mapping",
+    )
     ev.add_argument("--mapping", help="TOML column mapping for a table in another schema")
     ev.add_argument("--out", required=True, help="folder for report.md and plots")
+    ev.add_argument(
+        "--scores-out",
+        help="write id, time, each label's score and the action per row (CSV; .parquet: Parquet)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("promote", help="make running workers serve a model version")
