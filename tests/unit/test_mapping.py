@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.mapping import MappingError, load_mapped
+from models.parcel import value_usd
 from models.registry import load, versions
 from models.synthetic import GeneratorConfig, TrafficGenerator
 from streams.cli import main
@@ -126,3 +127,15 @@ def test_errors_are_printed_as_written(tmp_path: Path, capsys: pytest.CaptureFix
     assert line.startswith("error: ") and "unknown [columns] ['office']" in line
     assert main(["holds", "--since", "[bold]soon[/]"]) == 2
     assert "--since '[bold]soon[/]' is not" in capsys.readouterr().err
+
+
+def test_a_fixed_currency_is_converted(tmp_path: Path) -> None:
+    data, mapping = tmp_path / "d.csv", tmp_path / "m.toml"
+    _foreign_csv(data, n=20)
+    mapping.write_text(MAPPING)
+    usd = load_mapped([data], mapping)
+    mapping.write_text('currency = "EUR"\n' + MAPPING)
+    eur = load_mapped([data], mapping)
+    assert [value_usd(v) for v in eur.views] == pytest.approx(
+        [1.08 * value_usd(v) for v in usd.views]
+    )

@@ -162,3 +162,14 @@ def test_declarations_of_an_unseen_schema_through_the_cli(
     assert list(rows[0]) == ["id", "time", "fraud", "critical", "action", "category"]
     assert {r["action"] for r in rows} <= {"", "hold", "review"}
     assert any(r["action"] for r in rows)
+
+
+def test_text_columns_give_length_and_target_rates() -> None:
+    enc = TableEncoder(_spec(text=("goods",)))
+    X = enc.fit_transform(
+        _table(goods=["Herbal  Candy", "herbal candy", "shoes", ""]),
+        np.array([[1], [1], [0], [0]], dtype=np.int8),
+    )
+    assert enc.feature_names == ["goods:words", "goods:text:freq", "goods:text:fraud_rate"]
+    assert X[:, 0].tolist() == [2.0, 2.0, 1.0, 0.0]
+    assert X[0, 1] == X[1, 1] == 0.5  # the same text however it is spaced or cased
