@@ -31,7 +31,7 @@ contribute. Columns the mapping does not name do not become features.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,7 @@ class TableSpec:
     entities: tuple[str, ...] = ()
     hs: str | None = None
     text: tuple[str, ...] = ()
-    keys: tuple[str, ...] = field(default=())
+    keys: tuple[str, ...] = ()  # memorisation check: rows "seen" by these columns
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any], where: str) -> TableSpec:

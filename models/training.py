@@ -2,7 +2,9 @@
 
 Deterministic for a given data set and seed. The split is strictly by time (train, then
 validation, then test) because targeting always scores parcels later than anything it was
-trained on; a random split would flatter the model.
+trained on; a random split would flatter the model. A data scientist's own split (files or
+dates) replaces the default one. Parcels get `build_features`; a table in its own schema
+gets models/tabular.py's encoder, fitted on the training rows only.
 """
 
 from __future__ import annotations

@@ -247,10 +247,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     try:
         artifact = load_named(a.model, s.model_dir, tables=True)
         ds = load_data(Path(a.data), Path(a.mapping) if a.mapping else None)
+        result, path = report.evaluate(artifact, ds, Path(a.out))
     except (ArtifactError, ValueError) as exc:
         _error(exc)
         return 2
-    result, path = report.evaluate(artifact, ds, Path(a.out))
     _print_metrics(result.metrics, f"{artifact.version} on {a.data}")
     err.print(f"report: {path}")
     if a.scores_out:

@@ -173,3 +173,15 @@ def test_text_columns_give_length_and_target_rates() -> None:
     assert enc.feature_names == ["goods:words", "goods:text:freq", "goods:text:fraud_rate"]
     assert X[:, 0].tolist() == [2.0, 2.0, 1.0, 0.0]
     assert X[0, 1] == X[1, 1] == 0.5  # the same text however it is spaced or cased
+
+
+def test_a_parcel_model_refuses_a_table(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _train, _valid, test = write_split(tmp_path, n=200)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    args = ["--model-dir", str(model_dir), "evaluate", "--model", versions(model_dir)[-1]]
+    args += ["--data", str(test), "--mapping", str(mapping), "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    assert "scores ['fentanyl', 'counterfeit', 'undervaluation']" in capsys.readouterr().err
