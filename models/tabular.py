@@ -82,6 +82,8 @@ class TableSpec:
         unknown = set(feats) - {*lists, "hs"}
         if unknown:
             raise TableError(f"{where}: unknown [features] {sorted(unknown)}; known: {lists}, hs")
+        if not any(feats.values()):
+            raise TableError(f"{where}: [features] names no column to learn from")
         labels = dict(m.get("labels", {}))
         if not labels:
             raise TableError(f"{where}: [labels] names no label column")
@@ -250,7 +252,6 @@ class TableEncoder:
     def _matrix(
         self, table: Mapping[str, np.ndarray], rates: Mapping[str, np.ndarray]
     ) -> np.ndarray:
-        n = len(table[self.spec.id])
         usd = usd_rate(self.spec, table)
         cols = [_num(table[c]) for c in self.spec.numeric]
         cols += [_num(table[c]) * usd for c in self.spec.money]
@@ -278,7 +279,7 @@ class TableEncoder:
             freq[missing] = np.nan
             rate = np.where(missing[:, None], np.nan, rate)
             cols += [freq, *rate.T]
-        return np.column_stack(cols).astype(np.float32) if cols else np.empty((n, 0), np.float32)
+        return np.column_stack(cols).astype(np.float32)
 
 
 def load_table(

@@ -78,11 +78,15 @@ def test_hs_hierarchy_currency_and_only_named_columns() -> None:
         ({"columns": {"time": "t"}}, "lacks id"),
         ({"columns": {"time": "t", "id": "i", "office": "o"}}, "put ['office'] under [features]"),
         ({"columns": {"time": "t", "id": "i"}, "features": {"colour": []}}, "unknown [features]"),
-        ({"columns": {"time": "t", "id": "i"}, "features": {}}, "[labels] names no label"),
+        ({"columns": {"time": "t", "id": "i"}, "features": {}}, "names no column to learn"),
+        (
+            {"columns": {"time": "t", "id": "i"}, "features": {"hs": "h"}},
+            "[labels] names no label",
+        ),
         (
             {
                 "columns": {"time": "t", "id": "i"},
-                "features": {},
+                "features": {"hs": "h"},
                 "labels": {"y": "y"},
                 "currency": "ABC",
             },
