@@ -143,7 +143,7 @@ def usd_rate(spec: TableSpec, table: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def _hs_levels(spec: TableSpec, table: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The HS code at each level it is given to: 2, 4, 6 digits and in full when longer."""
+    """The HS code at 2, 4 and 6 digits and in full (a level of its own when longer)."""
     if not spec.hs:
         return {}
     digits = np.array(["".join(ch for ch in str(v) if ch.isdigit()) for v in table[spec.hs]])
@@ -151,9 +151,7 @@ def _hs_levels(spec: TableSpec, table: Mapping[str, np.ndarray]) -> dict[str, np
         f"{spec.hs}:{n}": np.array([d[:n] if len(d) >= n else "" for d in digits])
         for n in (2, 4, 6)
     }
-    if any(len(d) > 6 for d in digits):
-        levels[f"{spec.hs}:full"] = digits
-    return levels
+    return levels | {f"{spec.hs}:full": digits}
 
 
 def _words(values: np.ndarray) -> np.ndarray:
@@ -214,7 +212,11 @@ class TableEncoder:
             categories[c] = top.tolist()
         entities, out_of_fold = {}, {}
         folds = np.array_split(np.arange(len(Y)), FOLDS)
-        for c, v in self._entities(table).items():
+        columns = self._entities(table)
+        full = f"{self.spec.hs}:full"
+        if full in columns and not any(len(d) > 6 for d in columns[full]):
+            del columns[full]  # the same as the 6-digit level
+        for c, v in columns.items():
             names, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
             sums = np.stack(
                 [np.bincount(inverse, Y[:, j], len(names)) for j in range(Y.shape[1])], 1
@@ -262,8 +264,9 @@ class TableEncoder:
             cols.append(np.array([code.get(x, other) if x else np.nan for x in v]))
         prior = np.asarray(self.state["prior"])
         total = self.state["rows"]
-        for c, v in self._entities(table).items():
-            st = self.state["entities"][c]
+        columns = self._entities(table)
+        for c, st in self.state["entities"].items():
+            v = columns[c]
             index = {name: i for i, name in enumerate(st["values"])}
             at = np.array([index.get(x, -1) for x in v])
             seen = at >= 0

@@ -189,3 +189,15 @@ def test_a_parcel_model_refuses_a_table(
     args += ["--data", str(test), "--mapping", str(mapping), "--out", str(tmp_path / "r")]
     assert main(args) == 2
     assert "scores ['fentanyl', 'counterfeit', 'undervaluation']" in capsys.readouterr().err
+
+
+def test_later_rows_get_the_features_training_had() -> None:
+    """A level the training codes had (full 10-digit HS) is a feature for any later table."""
+    enc = TableEncoder(_spec(hs="hs"))
+    enc.fit_transform(_table(hs=["8517120000", "640411"]), np.array([[1], [0]], dtype=np.int8))
+    later = enc.transform(_table(hs=["640411"]))
+    assert later.shape == (1, len(enc.feature_names)) and "hs:full:freq" in enc.feature_names
+    six_digit = TableEncoder(_spec(hs="hs"))
+    six_digit.fit_transform(_table(hs=["640411", "851712"]), np.array([[1], [0]], dtype=np.int8))
+    assert "hs:full:freq" not in six_digit.feature_names
+    assert six_digit.transform(_table(hs=["8517120000"])).shape == (1, 5)  # hs:2, 4, 6
