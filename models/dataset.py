@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -26,6 +26,9 @@ from models.parcel import ParcelView
 from models.pipeline import Incoming, ParcelMessage, consignee_batch, join_batch, shipper_batch
 from models.records import CATEGORIES, FINDINGS, MAX_RECORD_BYTES, event_epoch
 from models.synthetic import Event, GeneratorConfig, Label, TrafficGenerator
+
+if TYPE_CHECKING:
+    from models.tabular import TableSpec
 
 
 @dataclass
@@ -42,6 +45,12 @@ class LabelledSet:
     model_versions: list[str] | None = None
     # the compliance sample's rate of each sampled row, NaN elsewhere (exported decisions)
     sample_rates: np.ndarray | None = None
+    labels: tuple[str, ...] = CATEGORIES  # the columns of Y
+    # which input file each row came from (train, valid, test files), when several
+    part: np.ndarray | None = None
+    # a table in its own schema (models/tabular.py): column name -> values, instead of views
+    table: dict[str, np.ndarray] | None = None
+    spec: TableSpec | None = None  # what the table's columns are
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -61,7 +70,40 @@ class LabelledSet:
                 None if self.model_versions is None else [self.model_versions[i] for i in idx]
             ),
             sample_rates=None if self.sample_rates is None else self.sample_rates[idx],
+            labels=self.labels,
+            part=None if self.part is None else self.part[idx],
+            table=None if self.table is None else {k: v[idx] for k, v in self.table.items()},
+            spec=self.spec,
         )
+
+
+def concat(sets: Sequence[LabelledSet]) -> LabelledSet:
+    """Several files as one set, each row's file kept in `part` (their own split)."""
+    first = sets[0]
+    if any(s.labels != first.labels or (s.X is None) != (first.X is None) for s in sets):
+        raise ValueError("the files have different labels or kinds of rows")
+    return LabelledSet(
+        ids=[i for s in sets for i in s.ids],
+        views=[v for s in sets for v in s.views],
+        Y=np.concatenate([s.Y for s in sets]),
+        times=np.concatenate([s.times for s in sets]),
+        values=np.concatenate([s.values for s in sets]),
+        final=np.concatenate([s.final for s in sets]),
+        source=" + ".join(s.source for s in sets),
+        X=None if first.X is None else np.concatenate([s.X for s in sets if s.X is not None]),
+        model_versions=(
+            None
+            if first.model_versions is None
+            else [v for s in sets for v in s.model_versions or []]
+        ),
+        sample_rates=(
+            None
+            if any(s.sample_rates is None for s in sets)
+            else np.concatenate([s.sample_rates for s in sets if s.sample_rates is not None])
+        ),
+        labels=first.labels,
+        part=np.concatenate([np.full(len(s), k) for k, s in enumerate(sets)]),
+    )
 
 
 def from_rows(rows: Iterable[dict], source: str) -> LabelledSet:

@@ -8,6 +8,7 @@ error are secondary.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +18,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from models.dataset import LabelledSet
 from models.features import build_features
-from models.records import CATEGORIES
 from models.registry import Artifact
 from models.sampling import violation_rate
+from models.tabular import TableEncoder, TableSpec
 
 TOP_PERCENTS = (1, 2, 5, 10)
 
@@ -93,6 +94,33 @@ def on_sample(y: np.ndarray, score: np.ndarray, rates: np.ndarray) -> dict[str, 
     return out
 
 
+def key_hashes(ds: LabelledSet, columns: Sequence[str]) -> np.ndarray:
+    """Per row, a stable 53-bit hash (JSON-safe) of its key columns' values as written."""
+    assert ds.table is not None
+    keys = ("\x1f".join(vals) for vals in zip(*(ds.table[c] for c in columns), strict=True))
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest()) & (2**53 - 1)
+            for k in keys
+        ],
+        dtype=np.int64,
+    )
+
+
+def memorisation(
+    seen_keys: np.ndarray, ds: LabelledSet, scores: np.ndarray, columns: Sequence[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The figures on rows whose key columns (e.g. HS code, price, mass) appeared in training
+    and on rows never seen: a model that remembers rather than generalises does well only
+    on the first."""
+    seen = np.isin(key_hashes(ds, columns), seen_keys)
+    return {
+        name: evaluate_scores(ds.Y[rows], scores[rows], ds.values[rows], ds.labels)
+        for name, rows in (("seen in training", seen), ("never seen", ~seen))
+        if rows.any()
+    }
+
+
 @dataclass(frozen=True)
 class Evaluation:
     data: LabelledSet  # the rows measured: each bill's last revision
@@ -100,19 +128,44 @@ class Evaluation:
     metrics: dict[str, dict[str, Any]]
     # per label, on the compliance sample (exported decisions with sampled rows)
     sampled: dict[str, dict[str, float]] | None = None
+    # by "seen in training" / "never seen": per-label metrics (tables with key columns)
+    memorisation: dict[str, dict[str, dict[str, Any]]] | None = None
 
 
 def evaluate_model(artifact: Artifact, ds: LabelledSet) -> Evaluation:
     """A model on labelled data, one row per bill (its last, fullest revision). Served
     feature vectors (exported decisions) are scored as they are; parcel views get the
     artifact's own features."""
+    if tuple(artifact.meta["labels"]) != ds.labels:
+        raise ValueError(
+            f"model {artifact.version} scores {artifact.meta['labels']}; "
+            f"the data has labels {list(ds.labels)}"
+        )
+    if (artifact.meta.get("kind") == "table") != (ds.table is not None):
+        raise ValueError(
+            f"model {artifact.version} needs data mapped as it was trained "
+            "(a table's [features] mapping, or parcels)"
+        )
     ds = ds.subset(np.flatnonzero(ds.final))
-    X = ds.X if ds.X is not None else build_features(ds.views, artifact.references)
+    if ds.table is not None:
+        table = artifact.meta["table"]
+        X = TableEncoder(TableSpec.from_dict(table["spec"]), table["encoder"]).transform(ds.table)
+    elif ds.X is not None:
+        X = ds.X
+    else:
+        X = build_features(ds.views, artifact.references)
     scores = artifact.model.predict_proba(X)
     rates = ds.sample_rates
     sampled = None
     if rates is not None and (~np.isnan(rates)).any():
         sampled = {
-            lab: on_sample(ds.Y[:, j], scores[:, j], rates) for j, lab in enumerate(CATEGORIES)
+            lab: on_sample(ds.Y[:, j], scores[:, j], rates) for j, lab in enumerate(ds.labels)
         }
-    return Evaluation(ds, scores, evaluate_scores(ds.Y, scores, ds.values, CATEGORIES), sampled)
+    memo = artifact.meta.get("memorisation")
+    return Evaluation(
+        ds,
+        scores,
+        evaluate_scores(ds.Y, scores, ds.values, ds.labels),
+        sampled,
+        memorisation(np.asarray(memo["seen"]), ds, scores, memo["keys"]) if memo else None,
+    )

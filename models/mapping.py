@@ -4,7 +4,9 @@ A data scientist with declaration data in their own layout (CSV, Parquet or JSON
 a small TOML mapping from our fields to their columns; each row becomes a parcel view and
 goes through the same `build_features`, training and evaluation as our own data. Shipper
 and consignee history is replayed in time order with the same history functions as the
-worker. Example:
+worker. A table whose columns the parcel fields lack (office, importer, tax rate, ...) is
+better described with a `[features]` section: models/tabular.py trains on its own columns.
+Example:
 
     [columns]
     time = "declaration_date"        # required: ISO 8601 date or time
@@ -18,6 +20,7 @@ worker. Example:
     consignee = "importer_address"
     quantity = "quantity"
     value_at_stake = "duty_usd"      # Revenue@n% uses it; default: declared_value
+    currency = "currency"            # ISO 4217 per row; or a fixed `currency = "EUR"` on top
 
     [labels]                         # our label = their 0/1 column; omit what you lack
     undervaluation = "fraud"
@@ -29,7 +32,7 @@ from __future__ import annotations
 import csv
 import math
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,9 +41,10 @@ import numpy as np
 import orjson
 
 from models import history, parcel
-from models.dataset import LabelledSet, read_jsonl
+from models.dataset import LabelledSet, concat, read_jsonl
 from models.parcel import ParcelView
 from models.records import CATEGORIES
+from models.tabular import TableSpec, is_table_mapping, load_table
 
 REQUIRED = ("time", "id", "declared_value")
 KNOWN = (
@@ -53,6 +57,7 @@ KNOWN = (
     "consignee",
     "quantity",
     "value_at_stake",
+    "currency",
 )
 
 
@@ -60,22 +65,30 @@ class MappingError(ValueError):
     """A mapping file or table that cannot be used, said in one line."""
 
 
-def load_mapping(path: Path) -> dict[str, Any]:
+def _toml(path: Path) -> dict[str, Any]:
     try:
-        m = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise MappingError(f"{path}: {exc}") from None
+
+
+def load_mapping(path: Path) -> dict[str, Any]:
+    """A mapping onto parcel fields (no [features] section)."""
+    m = _toml(path)
     cols, labels = m.get("columns", {}), m.get("labels", {})
     missing = [k for k in REQUIRED if k not in cols]
     if missing:
         raise MappingError(f"{path}: [columns] lacks {', '.join(missing)}")
     unknown = set(cols) - set(KNOWN)
     if unknown:
-        raise MappingError(f"{path}: unknown [columns] {sorted(unknown)}; known: {KNOWN}")
+        raise MappingError(
+            f"{path}: unknown [columns] {sorted(unknown)}; known: {KNOWN} "
+            "(a table of its own schema lists its columns under [features]: models/tabular.py)"
+        )
     bad = set(labels) - set(CATEGORIES)
     if bad or not labels:
         raise MappingError(f"{path}: [labels] must map some of {CATEGORIES}, got {sorted(labels)}")
-    return {"columns": cols, "labels": labels}
+    return {"columns": cols, "labels": labels, "currency": m.get("currency", "USD")}
 
 
 def _rows(path: Path) -> Iterator[Mapping[str, Any]]:
@@ -109,25 +122,49 @@ def _time(v: Any) -> float:
     return datetime.fromisoformat(s if len(s) > 10 else s + "T00:00:00+00:00").timestamp()
 
 
-def load_mapped(data: Path, mapping: Path) -> LabelledSet:
-    """Their table -> our labelled parcel views (manifest-like), history replayed in order."""
+def _times(raw: Sequence[Mapping[str, Any]], column: str, data: str) -> np.ndarray:
+    try:
+        return np.array([_time(r[column]) for r in raw])
+    except ValueError as exc:
+        raise MappingError(f"{data}: time column {column!r}: {exc}") from None
+
+
+def read_rows(
+    files: Sequence[Path], needed: Iterable[str]
+) -> tuple[list[Mapping[str, Any]], np.ndarray]:
+    """The rows of all files, and which file each came from; every file must have `needed`."""
+    raw: list[Mapping[str, Any]] = []
+    parts: list[int] = []
+    for k, path in enumerate(files):
+        rows = list(_rows(path))
+        if not rows:
+            raise MappingError(f"{path}: no rows")
+        absent = [c for c in needed if c not in rows[0]]
+        if absent:
+            raise MappingError(f"{path}: no column(s) {absent} (first row has {sorted(rows[0])})")
+        raw += rows
+        parts += [k] * len(rows)
+    return raw, np.asarray(parts)
+
+
+def load_mapped(files: Sequence[Path], mapping: Path) -> LabelledSet:
+    """Their table(s) -> our labelled parcel views (manifest-like), history replayed in time
+    order over all files together, as a worker would have seen them."""
+    data = " + ".join(map(str, files))
+    m = _toml(mapping)
+    if is_table_mapping(m):
+        spec = TableSpec.from_mapping(m, str(mapping))
+        raw, parts = read_rows(files, spec.columns())
+        return load_table(raw, parts, _times(raw, spec.time, data), spec, f"{data} via {mapping}")
     m = load_mapping(mapping)
     cols, labels = m["columns"], m["labels"]
-    raw = list(_rows(data))
-    if not raw:
-        raise MappingError(f"{data}: no rows")
-    absent = [c for c in list(cols.values()) + list(labels.values()) if c not in raw[0]]
-    if absent:
-        raise MappingError(f"{data}: no column(s) {absent} (first row has {sorted(raw[0])})")
+    raw, parts = read_rows(files, [*cols.values(), *labels.values()])
 
     def get(r: Mapping[str, Any], field: str, default: Any = "") -> Any:
         col = cols.get(field)
         return r.get(col, default) if col else default
 
-    try:
-        times = np.array([_time(get(r, "time")) for r in raw])
-    except ValueError as exc:
-        raise MappingError(f"{data}: time column: {exc}") from None
+    times = _times(raw, cols["time"], data)
     order = np.argsort(times, kind="stable")
     shippers: dict[str, Any] = {}
     consignees: dict[str, Any] = {}
@@ -148,7 +185,7 @@ def load_mapped(data: Path, mapping: Path) -> LabelledSet:
             "description": str(get(r, "description")),
             "weight_kg": _num(get(r, "weight_kg", math.nan)),
             "declared_value": value,
-            "currency": "USD",
+            "currency": str(get(r, "currency")).upper() or m["currency"],
             "pieces": _num(get(r, "quantity", 1)) or 1,
             "hts": "".join(ch for ch in str(get(r, "hts")) if ch.isdigit()) or None,
             "shipper": {"name": shipper_name, "address": "", "city": "", "country": origin},
@@ -178,12 +215,18 @@ def load_mapped(data: Path, mapping: Path) -> LabelledSet:
         np.asarray(values),
         np.ones(len(ids), dtype=bool),
         f"{data} via {mapping}",
+        part=parts[order],
     )
 
 
-def load_data(path: Path, mapping: Path | None = None) -> LabelledSet:
+def load_data(files: Path | Sequence[Path], mapping: Path | None = None) -> LabelledSet:
     """Labelled data for train and evaluate: our JSONL (generate --dataset, export), or
-    another schema's table through a mapping file; ValueError says what is wrong."""
-    if not path.exists():
-        raise ValueError(f"no such file: {path}")
-    return load_mapped(path, mapping) if mapping else read_jsonl(path)
+    another schema's table through a mapping file; several files (train, valid, test) are
+    one set whose `part` says each row's file. ValueError says what is wrong."""
+    files = [files] if isinstance(files, Path) else list(files)
+    for path in files:
+        if not path.exists():
+            raise ValueError(f"no such file: {path}")
+    if mapping:
+        return load_mapped(files, mapping)
+    return concat([read_jsonl(p) for p in files])

@@ -66,10 +66,10 @@ def save(model_dir: Path, model: ParcelRiskModel, meta: dict[str, Any]) -> str:
     folder.mkdir(parents=True, exist_ok=False)
     (folder / MODEL_FILE).write_bytes(blob)
     full = {
+        "features": list(FEATURES),
         **meta,
         "format": FORMAT,
         "version": version,
-        "features": list(FEATURES),
         "model_sha256": digest,
         "libraries": library_versions(),
         "created_at": datetime.now(UTC).isoformat(),
@@ -85,8 +85,9 @@ def versions(model_dir: Path) -> list[str]:
     return sorted(p.name for p in model_dir.iterdir() if (p / META_FILE).exists())
 
 
-def load(model_dir: Path, version: str | None = None) -> Artifact:
-    """Verify and load an artifact (the newest when `version` is None)."""
+def load(model_dir: Path, version: str | None = None, tables: bool = False) -> Artifact:
+    """Verify and load an artifact (the newest when `version` is None). A model of a table
+    in its own schema (models/tabular.py) is evaluated, never served: only with `tables`."""
     if not version:
         found = versions(model_dir)
         if not found:
@@ -102,7 +103,13 @@ def load(model_dir: Path, version: str | None = None) -> Artifact:
         raise ArtifactError(f"model {version}: artifact format {meta.get('format')} unsupported")
     if hashlib.sha256(blob).hexdigest() != meta.get("model_sha256"):
         raise ArtifactError(f"model {version}: checksum mismatch, refusing to load")
-    if meta.get("features") != list(FEATURES):
+    is_table = meta.get("kind") == "table"
+    if is_table and not tables:
+        raise ArtifactError(
+            f"model {version}: trained on a table of its own schema; it scores that table "
+            "(parcel-risk evaluate), not parcels"
+        )
+    if not is_table and meta.get("features") != list(FEATURES):
         raise ArtifactError(f"model {version}: trained on other features than this worker has")
     try:
         untrusted = set(sio.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES)
@@ -118,14 +125,16 @@ def load(model_dir: Path, version: str | None = None) -> Artifact:
     return Artifact(
         version=version,
         model=model,
-        references=References.from_dict(meta["references"]),
+        references=References.from_dict(meta["references"]) if not is_table else References(),
         thresholds=meta["thresholds"],
         feature_medians=[float("nan") if m is None else m for m in meta["feature_medians"]],
         meta=meta,
     )
 
 
-def load_named(name: str, model_dir: Path) -> Artifact:
+def load_named(name: str, model_dir: Path, tables: bool = False) -> Artifact:
     """An artifact named as a person names one: a version in `model_dir`, or a folder."""
     path = Path(name)
-    return load(path.parent, path.name) if path.is_dir() else load(model_dir, name)
+    if path.is_dir():
+        return load(path.parent, path.name, tables)
+    return load(model_dir, name, tables)

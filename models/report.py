@@ -7,7 +7,9 @@ examined share. Written with matplotlib's non-interactive backend, so it runs he
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,8 @@ from sklearn.metrics import precision_recall_curve
 
 from models.dataset import LabelledSet
 from models.evaluation import TOP_PERCENTS, Evaluation, at_top, evaluate_model
-from models.records import CATEGORIES
 from models.registry import Artifact
+from models.scoring import decide
 
 
 def _pr_plot(Y: np.ndarray, S: np.ndarray, labels: Sequence[str], path: Path) -> None:
@@ -97,6 +99,7 @@ def write_report(
     notes: Sequence[str] = (),
     baselines: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
     sampled: Mapping[str, Mapping[str, float]] | None = None,
+    memorisation: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> Path:
     """Write report.md and its plots into `out`; returns the Markdown file."""
     out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +141,21 @@ def write_report(
     ]
     if sampled:
         lines += _sample_table(sampled)
+    if memorisation:
+        lines += [
+            "## Memorisation check",
+            "",
+            "The same figures on rows whose key columns were seen in training and on rows "
+            "never seen (each group ranked on its own). A model that remembers rather than "
+            "generalises does well only on the first.",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
+        for group, group_metrics in memorisation.items():
+            for lab, m in group_metrics.items():
+                lines.append(row(f"{lab}, {group} ({m['n']:,} rows)", m))
+        lines.append("")
     for name, file in plots.items():
         lines += [f"## {name.capitalize()}", "", f"![{name}]({file})", ""]
     path = out / "report.md"
@@ -167,9 +185,36 @@ def _sample_table(sampled: Mapping[str, Mapping[str, float]]) -> list[str]:
     return [*lines, ""]
 
 
+def write_scores(path: Path, result: Evaluation, thresholds: Mapping[str, Any]) -> int:
+    """Per-row output for the data scientist's own analyses: id, time, each label's score and
+    the action the thresholds give (CSV, or Parquet by the file's suffix); returns the rows."""
+    labels = result.data.labels
+    actions, categories = decide(result.scores, thresholds, labels)
+    columns: dict[str, list[Any]] = {
+        "id": result.data.ids,
+        "time": [datetime.fromtimestamp(t, UTC).isoformat() for t in result.data.times],
+        **{lab: result.scores[:, j].tolist() for j, lab in enumerate(labels)},
+        "action": [a or "" for a in actions],
+        "category": [c or "" for c in categories],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table(columns), path)
+    else:
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(columns)
+            w.writerows(zip(*columns.values(), strict=True))
+    return len(result.data)
+
+
 def evaluate(artifact: Artifact, ds: LabelledSet, out: Path) -> tuple[Evaluation, Path]:
     """`parcel-risk evaluate`: measure the model on the data, write the report to `out`."""
     result = evaluate_model(artifact, ds)
+    constant = artifact.meta.get("constant_features")
     path = write_report(
         out,
         f"Evaluation of {artifact.version}",
@@ -177,11 +222,17 @@ def evaluate(artifact: Artifact, ds: LabelledSet, out: Path) -> tuple[Evaluation
         result.data.Y,
         result.scores,
         result.data.values,
-        CATEGORIES,
+        result.data.labels,
         notes=[
-            f"Data: {ds.source} ({len(result.data):,} parcels).",
+            f"Data: {ds.source} ({len(result.data):,} rows).",
             f"Trained on: {artifact.meta['data']['source']}.",
+            *(
+                [f"Constant in training, so no help to the model: {', '.join(constant) or 'none'}."]
+                if constant is not None
+                else []
+            ),
         ],
         sampled=result.sampled,
+        memorisation=result.memorisation,
     )
     return result, path

@@ -36,10 +36,12 @@ def threshold_matrix(
 
 
 def decide(
-    scores: np.ndarray, thresholds: Mapping[str, Mapping[str, float]]
+    scores: np.ndarray,
+    thresholds: Mapping[str, Mapping[str, float]],
+    labels: Sequence[str] = CATEGORIES,
 ) -> tuple[list[str | None], list[str | None]]:
     """Action and category per parcel: the label furthest above its own threshold wins."""
-    hold_t, review_t = threshold_matrix(thresholds)
+    hold_t, review_t = threshold_matrix(thresholds, labels)
     hold_ratio = scores / hold_t
     review_ratio = scores / review_t
     is_hold = (hold_ratio >= 1.0).any(axis=1)
@@ -49,7 +51,7 @@ def decide(
     categories: list[str | None] = [None] * len(scores)
     for i in np.flatnonzero(is_hold | is_review):
         actions[i] = "hold" if is_hold[i] else "review"
-        categories[i] = CATEGORIES[cat_idx[i]]
+        categories[i] = labels[cat_idx[i]]
     return actions, categories
 
 

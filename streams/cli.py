@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.text import Text
 
 if TYPE_CHECKING:  # the CLI imports what a command needs when it runs: a fast start
     from models.synthetic import GeneratorConfig
@@ -27,8 +28,14 @@ if TYPE_CHECKING:  # the CLI imports what a command needs when it runs: a fast s
 from streams.security import connection
 from streams.settings import ROOT, Settings, from_env
 
-err = Console(stderr=True)
-out = Console()
+# text is printed as written: a message that quotes `[columns]`, a path or a label name is
+# not rich markup, and a long one is not folded into several lines
+err = Console(stderr=True, markup=False, emoji=False, soft_wrap=True)
+out = Console(markup=False, emoji=False, soft_wrap=True)
+
+
+def _error(message: object, word: str = "error") -> None:
+    err.print(Text.assemble((f"{word}:", "red"), " ", str(message)))
 
 
 def _settings(a: argparse.Namespace) -> Settings:
@@ -42,7 +49,7 @@ def _settings(a: argparse.Namespace) -> Settings:
     try:
         s.check()
     except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        _error(exc)
         sys.exit(2)
     return s
 
@@ -78,13 +85,13 @@ def cmd_worker(a: argparse.Namespace) -> int:
         artifact = load(s.model_dir, version)
         server = ModelServer(s, artifact, control_offset)
     except (ArtifactError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        _error(exc)
         return 2
     limit_model_threads(s.model_threads)  # the model's OpenMP runtime is loaded by now
     try:
         app = create_app(s, server)
     except RulesError as exc:
-        err.print(f"[red]error:[/] rules refused: {exc}")
+        _error(f"rules refused: {exc}")
         return 2
     err.print(
         f"worker {s.app_id}: model {artifact.version}, broker {s.bootstrap}, "
@@ -109,7 +116,7 @@ def cmd_promote(a: argparse.Namespace) -> int:
         asyncio.run(ensure_topics(s))
         record = asyncio.run(promote(s, a.version, a.by))
     except ArtifactError as exc:
-        err.print(f"[red]refused:[/] {exc}")
+        _error(exc, "refused")
         return 2
     err.print(
         f"promoted {record['version']} (sha256 {record['sha256'][:12]}...) "
@@ -144,10 +151,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     if not 0.0 <= a.bad_fraction < 1.0:
-        err.print("[red]error:[/] --bad-fraction must be in [0, 1)")
+        _error("--bad-fraction must be in [0, 1)")
         return 2
     if a.count <= 0:
-        err.print("[red]error:[/] --count must be positive")
+        _error("--count must be positive")
         return 2
     config = _gen_config(a)
     if a.dataset:
@@ -190,26 +197,45 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.if_missing and versions(out_dir):
         err.print(f"a model already exists in {out_dir}; not training")
         return 0
-    if not a.data:
+    if a.data and a.train:
+        _error("--data is one file to split; --train, --valid, --test are split already")
+        return 2
+    if a.train and not a.valid:
+        _error("--train needs --valid (thresholds are chosen on it)")
+        return 2
+    files = [Path(f) for f in ([a.data] if a.data else [a.train, a.valid, a.test]) if f]
+    if not files:
         err.print(f"no --data: training on {a.synthetic:,} synthetic parcels (seed {a.seed})")
     started = time.monotonic()
     try:
+        dates = [_utc(d) for d in a.split_at or ()]
         version, meta = training.run(
-            Path(a.data) if a.data else None,
+            files,
             Path(a.mapping) if a.mapping else None,
             out_dir,
             s.model_dir,
             training.TrainConfig(seed=a.seed),
             a.synthetic,
+            dates,
+            a.refit,
         )
     except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        _error(exc)
         return 2
     rows = meta["data"]["rows"]
-    err.print(f"trained {version} on {rows:,} parcels in {time.monotonic() - started:.0f}s")
-    _print_metrics(meta["test_metrics"])
+    err.print(f"trained {version} on {rows:,} rows in {time.monotonic() - started:.0f}s")
+    _print_metrics(meta["test_metrics"], f"{meta['measured_on']} period")
     out.print(version)
     return 0
+
+
+def _utc(text: str) -> datetime:
+    """An ISO 8601 date or time; one without a zone is UTC."""
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 date or time") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -219,42 +245,46 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     s = _settings(a)
     try:
-        artifact = load_named(a.model, s.model_dir)
+        artifact = load_named(a.model, s.model_dir, tables=True)
         ds = load_data(Path(a.data), Path(a.mapping) if a.mapping else None)
+        result, path = report.evaluate(artifact, ds, Path(a.out))
     except (ArtifactError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        _error(exc)
         return 2
-    result, path = report.evaluate(artifact, ds, Path(a.out))
-    _print_metrics(result.metrics)
+    _print_metrics(result.metrics, f"{artifact.version} on {a.data}")
     err.print(f"report: {path}")
+    if a.scores_out:
+        n = report.write_scores(Path(a.scores_out), result, artifact.thresholds)
+        err.print(f"scores of {n:,} rows: {a.scores_out}")
     return 0
 
 
-def _print_metrics(metrics: dict) -> None:
+def _print_metrics(metrics: dict, title: str) -> None:
+    """Per label the capacity-bound figures, P@n%, R@n% and Revenue@n% (when the data has a
+    value at stake), a row each, with the base rate and AUCs beside them."""
+    import math
+
+    from rich import box
     from rich.table import Table
 
-    t = Table(title="held-out test period")
-    cols = ["base rate", "P@1%", "R@1%", "Rev@1%", "P@5%", "R@5%", "ROC AUC", "PR AUC"]
-    t.add_column("label")
-    for c in cols:
+    from models.evaluation import TOP_PERCENTS
+
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)  # 80 columns
+    t.add_column("label", no_wrap=True)
+    for c in ("", *(f"@{n}%" for n in TOP_PERCENTS), "base rate", "ROC AUC", "PR AUC"):
         t.add_column(c, justify="right")
+    shown = [("P", "precision"), ("R", "recall"), ("Rev", "revenue")]
+    if all(math.isnan(m[f"revenue@{n}%"]) for m in metrics.values() for n in TOP_PERCENTS):
+        shown.pop()  # no value column: no Revenue@n%
     for label, m in metrics.items():
-        t.add_row(
-            label,
-            *(
-                f"{m[k]:.4f}"
-                for k in (
-                    "base_rate",
-                    "precision@1%",
-                    "recall@1%",
-                    "revenue@1%",
-                    "precision@5%",
-                    "recall@5%",
-                    "roc_auc",
-                    "pr_auc",
-                )
-            ),
-        )
+        for k, (short, key) in enumerate(shown):
+            first = (f"{m[x]:.4f}" for x in ("base_rate", "roc_auc", "pr_auc"))
+            t.add_row(
+                label if k == 0 else "",
+                short,
+                *(f"{m[f'{key}@{n}%']:.3f}" for n in TOP_PERCENTS),
+                *(first if k == 0 else ()),
+            )
     err.print(t)
 
 
@@ -340,7 +370,7 @@ def cmd_dispose(a: argparse.Namespace) -> int:
     try:
         record = validate("disposition", record)
     except RecordError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        _error(exc)
         return 2
 
     async def send() -> None:
@@ -363,14 +393,14 @@ def cmd_holds(a: argparse.Namespace) -> int:
     from streams.console import holds
 
     if a.category and a.category not in CATEGORIES:
-        err.print(f"[red]error:[/] --category must be one of {', '.join(CATEGORIES)}")
+        _error(f"--category must be one of {', '.join(CATEGORIES)}")
         return 2
     since_ms = None
     if a.since:
         try:
             since_ms = int(datetime.fromisoformat(a.since).timestamp() * 1000)
         except ValueError:
-            err.print(f"[red]error:[/] --since {a.since!r} is not an ISO 8601 time")
+            _error(f"--since {a.since!r} is not an ISO 8601 time")
             return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(holds(_settings(a), a.follow, a.category, a.min_score, since_ms, a.json))
@@ -472,7 +502,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             err.print(f"stopped {stopped or 'nothing'}" + (" and the broker" if ours else ""))
     if failed is not None:
         with contextlib.suppress(OSError):
-            err.print(f"[red]error:[/] {failed.failure()}")
+            _error(failed.failure())
         return 1
     return 0
 
@@ -507,7 +537,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.set_defaults(func=cmd_generate)
 
     tr = sub.add_parser("train", help="train a model artifact")
-    tr.add_argument("--data", help="labelled JSONL (generate --dataset, or export)")
+    tr.add_argument(
+        "--data", help="one labelled file, split by time (JSONL; CSV or Parquet with --mapping)"
+    )
+    tr.add_argument("--train", help="your own split: the training file (with --valid)")
+    tr.add_argument("--valid", help="your validation file: thresholds are chosen on it")
+    tr.add_argument("--test", help="your test file: the figures printed are measured on it")
+    tr.add_argument(
+        "--split-at",
+        nargs="+",
+        metavar="DATE",
+        help="split --data here: validation from the first date, test from the second "
+        "(one date: the test starts there)",
+    )
+    tr.add_argument(
+        "--refit", action="store_true", help="fit the final model on train + validation"
+    )
     tr.add_argument("--mapping", help="TOML column mapping for a table in another schema")
     tr.add_argument("--out", help="artifact folder (default: the model dir)")
     tr.add_argument("--seed", type=int, default=0)
@@ -527,9 +572,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ev = sub.add_parser("evaluate", help="measure a model on labelled data; write a report")
     ev.add_argument("--model", required=True, help="a version id or an artifact folder")
-    ev.add_argument("--data", required=True, help="labelled JSONL")
+    ev.add_argument(
+        "--data",
+        required=True,
+        help="labelled data: JSONL (generate --dataset, export), or CSV, Parquet or JSONL "
+        "in another schema with --mapping",
+    )
     ev.add_argument("--mapping", help="TOML column mapping for a table in another schema")
     ev.add_argument("--out", required=True, help="folder for report.md and plots")
+    ev.add_argument(
+        "--scores-out",
+        help="write id, time, each label's score and the action per row (CSV; .parquet: Parquet)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("promote", help="make running workers serve a model version")

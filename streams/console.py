@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from streams.security import connection
 from streams.settings import Settings
@@ -182,7 +183,7 @@ class Dashboard:
         lag = (
             f"lag [bold]{self.lag:,}[/] records"
             if self.lag is not None
-            else f"lag [dim]{self.offsets_error or 'reading...'}[/]"
+            else f"lag [dim]{escape(self.offsets_error or 'reading...')}[/]"
         )
         summary.add_row(
             f"[bold]{self.rate():,.0f}[/] decisions/s",
@@ -224,9 +225,11 @@ def _state(child: Child) -> str:
 def failure_panel(child: Child) -> Panel:
     """Which process died, how, and the last lines of its log: the first thing to read."""
     lines = "\n".join(escape(ln) for ln in child.last_lines())
-    return Panel(
-        f"[bold red]{escape(child.failure() or child.name)}[/]; stopping the rest.\n"
-        f"last lines of {child.log}:\n{lines}",
+    return Panel(  # markup parsed here, so any console prints it the same
+        Text.from_markup(
+            f"[bold red]{escape(child.failure() or child.name)}[/]; stopping the rest.\n"
+            f"last lines of {escape(str(child.log))}:\n{lines}"
+        ),
         title="stopped",
         border_style="red",
     )

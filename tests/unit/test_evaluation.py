@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
+import pytest
 
 from models.dataset import labelled_rows, read_jsonl, write_jsonl
 from models.evaluation import evaluate_model
 from models.outputs import Source
 from models.pipeline import Incoming, consignee_batch, join_batch, score_batch, shipper_batch
-from models.records import MAX_RECORD_BYTES
+from models.records import CATEGORIES, MAX_RECORD_BYTES
 from models.registry import load, versions
 from models.rules import RuleSet, parse
 from models.sampling import Sampler
@@ -41,7 +45,9 @@ def _exported(model_dir: Path, path: Path, rules: RuleSet | None = None) -> list
     return rows
 
 
-def test_exported_decisions_evaluate_one_row_per_bill(model_dir: Path, tmp_path: Path) -> None:
+def test_exported_decisions_evaluate_one_row_per_bill(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     data = tmp_path / "export.jsonl"
     rows = _exported(model_dir, data)
     bills = {r["hawb"] for r in rows}
@@ -58,8 +64,22 @@ def test_exported_decisions_evaluate_one_row_per_bill(model_dir: Path, tmp_path:
     (version,) = versions(model_dir)
     report = tmp_path / "report"
     args = ["--model-dir", str(model_dir), "evaluate", "--model", version, "--data", str(data)]
-    assert main([*args, "--out", str(report)]) == 0
-    assert f"({len(bills):,} parcels)" in (report / "report.md").read_text()
+    scores = tmp_path / "scores.csv"
+    assert main([*args, "--out", str(report), "--scores-out", str(scores)]) == 0
+    assert f"({len(bills):,} rows)" in (report / "report.md").read_text()
+    console = capsys.readouterr().err
+    for cell in ("@1%", "@2%", "@5%", "@10%", "Rev", "base"):
+        assert cell in console
+    with scores.open(newline="") as f:
+        per_row = list(csv.DictReader(f))
+    assert list(per_row[0]) == ["id", "time", *CATEGORIES, "action", "category"]
+    assert [r["id"] for r in per_row] == result.data.ids
+    assert float(per_row[0]["counterfeit"]) == pytest.approx(result.scores[0, 1])
+    assert {r["action"] for r in per_row} <= {"", "hold", "review", "sample"}
+    assert datetime.fromisoformat(per_row[0]["time"]).tzinfo is not None
+    parquet = tmp_path / "scores.parquet"
+    assert main([*args, "--out", str(report), "--scores-out", str(parquet)]) == 0
+    assert pq.read_table(parquet).column("id").to_pylist() == result.data.ids
 
 
 def test_export_marks_the_compliance_sample_and_evaluate_estimates_on_it(

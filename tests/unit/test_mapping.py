@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.mapping import MappingError, load_mapped
+from models.parcel import value_usd
 from models.registry import load, versions
 from models.synthetic import GeneratorConfig, TrafficGenerator
 from streams.cli import main
@@ -109,8 +110,32 @@ def test_bad_mapping_is_refused_with_a_reason(tmp_path: Path) -> None:
     _foreign_csv(data, n=50)
     mapping.write_text(MAPPING.replace('time = "decl_date"', ""))
     with pytest.raises(MappingError, match="lacks time"):
-        load_mapped(data, mapping)
+        load_mapped([data], mapping)
     mapping.write_text(MAPPING.replace('"gross_kg"', '"no_such_column"'))
     with pytest.raises(MappingError, match="no_such_column"):
-        load_mapped(data, mapping)
+        load_mapped([data], mapping)
     assert main(["train", "--data", str(data), "--mapping", str(mapping)]) == 2
+
+
+def test_errors_are_printed_as_written(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Brackets in a message are text, not rich markup, and the line is not folded."""
+    data, mapping = tmp_path / "d.csv", tmp_path / "m.toml"
+    _foreign_csv(data, n=50)
+    mapping.write_text(MAPPING.replace("[labels]", 'office = "office"\n[labels]'))
+    assert main(["train", "--data", str(data), "--mapping", str(mapping)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "unknown [columns] ['office']" in line
+    assert main(["holds", "--since", "[bold]soon[/]"]) == 2
+    assert "--since '[bold]soon[/]' is not" in capsys.readouterr().err
+
+
+def test_a_fixed_currency_is_converted(tmp_path: Path) -> None:
+    data, mapping = tmp_path / "d.csv", tmp_path / "m.toml"
+    _foreign_csv(data, n=20)
+    mapping.write_text(MAPPING)
+    usd = load_mapped([data], mapping)
+    mapping.write_text('currency = "EUR"\n' + MAPPING)
+    eur = load_mapped([data], mapping)
+    assert [value_usd(v) for v in eur.views] == pytest.approx(
+        [1.08 * value_usd(v) for v in usd.views]
+    )
