@@ -22,7 +22,7 @@ from models.outputs import Decision, Hold, Source, SourceRef, decisions_and_hold
 from models.parcel import ParcelView
 from models.records import Record, RecordError, decode, event_epoch
 from models.rules import HoldCap, RuleSet, merge
-from models.scoring import Scorer
+from models.scoring import Scored, Scorer
 from models.stream_time import StreamTime
 
 Table = MutableMapping[str, Any]
@@ -297,6 +297,7 @@ class ScoreResult:
     event_times: list[float]  # epoch seconds, per decided parcel
     rule_hits: list[str] = field(default_factory=list)
     decided: list[int] = field(default_factory=list)  # indexes of the parcels decided
+    scored: list[Scored] = field(default_factory=list)  # the model's output, for monitoring
 
 
 def score_batch(
@@ -332,6 +333,7 @@ def score_batch(
         merged.flagged += [(len(merged.decided), c, a) for _j, c, a in one.flagged]
         merged.event_times += one.event_times
         merged.rule_hits += one.rule_hits
+        merged.scored += one.scored
         merged.decided.append(i)
     return merged
 
@@ -374,7 +376,9 @@ def _score(
         if a is not None and c is not None
     ]
     hits = [m.rule for ms in matches for m in ms]
-    return ScoreResult(decisions, holds, flagged, [p["event_epoch"] for p in parcels], hits)
+    return ScoreResult(
+        decisions, holds, flagged, [p["event_epoch"] for p in parcels], hits, scored=[scored]
+    )
 
 
 def _decided(p: ParcelMessage) -> str:

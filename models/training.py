@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.dataset import LabelledSet, from_generator
+from models.drift import fit_reference, importance
 from models.evaluation import evaluate_scores
 from models.features import CATEGORICAL, FEATURES, INDEX, References, build_features
 from models.mapping import load_data
@@ -95,9 +96,13 @@ def train(
         max_iter=cfg.max_iter,
         random_state=cfg.seed,
     ).fit(X[tr], ds.Y[tr])
-    thresholds = capacity_thresholds(
-        model.predict_proba(X[va]), cfg.hold_capacity, cfg.review_capacity
-    )
+    validation_scores = model.predict_proba(X[va])
+    thresholds = capacity_thresholds(validation_scores, cfg.hold_capacity, cfg.review_capacity)
+    # drift reference: features as trained on; scores as on parcels the model has not
+    # seen (in-sample scores of boosted trees are sharper than any live traffic's)
+    drift = fit_reference(
+        validation_scores, CATEGORIES, thresholds, X[tr], importance(model)
+    ).to_dict()
     te = te[ds.final[te]]  # one row per bill: its last (fullest) revision
     test_metrics = evaluate_scores(ds.Y[te], model.predict_proba(X[te]), ds.values[te], CATEGORIES)
     with warnings.catch_warnings():  # an all-missing column has no median: NaN is right
@@ -106,6 +111,7 @@ def train(
     meta = {
         "references": refs.to_dict(),
         "thresholds": thresholds,
+        "drift": drift,
         "feature_medians": [None if np.isnan(m) else float(m) for m in medians],
         "labels": list(CATEGORIES),
         "seed": cfg.seed,

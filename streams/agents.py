@@ -38,6 +38,7 @@ from models.records import CATEGORIES, RecordError
 from models.rules import HoldCap, RulesFile
 from models.stream_time import StreamTime
 from streams import envelopes, metrics
+from streams.monitoring import DriftWatch
 from streams.outbox import Outbox
 from streams.publishing import scored
 from streams.serving import ModelServer, follow
@@ -64,7 +65,7 @@ def per_event(events: Sequence[EventT]) -> Ctx:
     return lambda i: in_event(events[i])
 
 
-def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
+def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch) -> Tables:
     kinds = {
         s.topic("manifest_topic"): "manifest",
         s.topic("entries_topic"): "entry",
@@ -96,9 +97,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     def outbox() -> Outbox:
         return Outbox(app, outputs, s.partitions)
 
-    def unpack(
-        events: Sequence[EventT], box: Outbox
-    ) -> tuple[list[EventT], list[StageMessage]]:
+    def unpack(events: Sequence[EventT], box: Outbox) -> tuple[list[EventT], list[StageMessage]]:
         """Records of stage envelopes, each with its envelope's event (so its partition).
 
         Stage messages are ours, but a corrupt one still goes to the dead letters.
@@ -185,6 +184,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
                 metrics.RULE_RELOADS.labels(reloaded).inc()
             unscored: Failures = []
             res = score_batch(parcels, scorer, pkey, rules.rules, cap, dead=unscored)
+            drift.observe(scorer, res.scored, time.time())
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(parcels))
             box.send(scored(res))

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 
 from faust.sensors.prometheus import FaustMetrics
-from prometheus_client import REGISTRY, Counter, Histogram, Info
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
 
 PREFIX = "parcel_risk_"
 FAUST_PREFIX = "faust"
@@ -66,6 +66,27 @@ AGENT_CRASHES = Counter(
     "parcel_risk_agent_crashes_total",
     "Agents that stopped on an exception; the worker then exits non-zero to be restarted",
     ["agent"],
+)
+
+# Drift (streams/monitoring.py DriftWatch): per worker, over its own sliding window. Each
+# worker sees the parcels of its own partitions (a random share of the shippers), so every
+# worker's figure estimates the same drift; across workers take the lowest,
+# `min by (label) (parcel_risk_score_psi)`, so that one worker with an odd mix of shippers
+# does not raise an alert that the others do not confirm.
+SCORE_PSI = Gauge(
+    "parcel_risk_score_psi",
+    "Population stability index of a label's scores: sliding window vs the training reference",
+    ["label", "model_version"],
+)
+FEATURE_PSI = Gauge(
+    "parcel_risk_feature_psi",
+    "Population stability index of a watched feature: sliding window vs the training data",
+    ["feature", "model_version"],
+)
+DRIFT_WINDOW = Gauge(
+    "parcel_risk_drift_window_parcels",
+    "Parcels in this worker's drift window (PSI is shown once it holds enough)",
+    ["model_version"],
 )
 
 

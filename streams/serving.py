@@ -51,6 +51,10 @@ class ModelServer:
         metrics.MODEL.info({"version": artifact.version})
         metrics.MODEL_LOADS.labels("success").inc()
 
+    def versions(self) -> list[str]:
+        """The model versions this worker scores with."""
+        return [self.scorer.version]
+
     async def switch(self, promotion: dict[str, Any]) -> bool:
         """Load the promoted version off the loop; swap only if it verifies."""
         version = promotion.get("version")
