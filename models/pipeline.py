@@ -14,13 +14,13 @@ from collections import defaultdict
 from collections.abc import Callable, MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict
 
 from models import history, parcel
 from models.join import Bill, forwarded, join_record, mark_forwarded, view_of
 from models.outputs import Decision, Hold, Source, SourceRef, decisions_and_holds
 from models.parcel import ParcelView
-from models.records import Record, RecordError, decode, event_epoch
+from models.records import FINDINGS, Record, RecordError, decode, event_epoch
 from models.rules import HoldCap, RuleSet, merge
 from models.scoring import Scored, Scorer
 from models.stream_time import StreamTime
@@ -56,6 +56,23 @@ class OutcomeMessage(TypedDict):
 StageMessage = ParcelMessage | OutcomeMessage
 Forward = tuple[bytes, StageMessage]  # (next stage's key, message)
 Failures = list[tuple[StageMessage, RecordError]]  # stage messages that raised, and why
+
+
+class Exam(NamedTuple):
+    """An exam outcome of a held parcel, with the category and model of its hold."""
+
+    category: str
+    model_version: str
+    outcome: str
+
+    @property
+    def seizure(self) -> bool:
+        return self.outcome in FINDINGS
+
+    @property
+    def hit(self) -> bool:
+        """The exam found what the hold was for."""
+        return FINDINGS.get(self.outcome) == self.category
 
 
 def no_ctx(_i: int) -> AbstractContextManager[Any]:
@@ -199,6 +216,11 @@ def _event(m: StageMessage) -> str:
 Entity = Literal["shipper_key", "consignee_key"]
 Attach = Callable[[ParcelMessage, Any], None]
 Observe = Callable[[ParcelMessage, Any], dict[str, Any]]
+Examined = Callable[[OutcomeMessage, Any], None]
+
+
+def _ignore(_m: OutcomeMessage, _state: Any) -> None:
+    return None
 
 
 def _enrich(
@@ -209,6 +231,7 @@ def _enrich(
     attach: Attach,
     observe: Observe,
     dead: Failures | None,
+    examined: Examined = _ignore,
 ) -> set[int]:
     """One history stage: per message, attach the entity's history, then count the message.
 
@@ -222,7 +245,7 @@ def _enrich(
     for i, m in enumerate(msgs):
         try:
             with ctx(i):
-                _enrich_one(m, table, entity, attach, observe)
+                _enrich_one(m, table, entity, attach, observe, examined)
         except Exception as exc:
             if dead is None:
                 raise
@@ -232,7 +255,12 @@ def _enrich(
 
 
 def _enrich_one(
-    m: StageMessage, table: Table, entity: Entity, attach: Attach, observe: Observe
+    m: StageMessage,
+    table: Table,
+    entity: Entity,
+    attach: Attach,
+    observe: Observe,
+    examined: Examined,
 ) -> None:
     key = m[entity]
     state = table.get(key)
@@ -246,6 +274,7 @@ def _enrich_one(
     if m["kind"] == "parcel":
         new = observe(m, state)
     else:
+        examined(m, state)
         new = history.observe_outcome(state, m["outcome"])
     table[key] = history.remember(new, event)
 
@@ -273,9 +302,11 @@ def shipper_batch(
     shippers: Table,
     ctx: Ctx = no_ctx,
     dead: Failures | None = None,
+    exams: list[Exam] | None = None,
 ) -> list[ParcelMessage]:
     """Stage 3 (keyed by shipper): attach and update the shipper's history; parcels out
-    (the same message objects, so a caller can find each one's event)."""
+    (the same message objects, so a caller can find each one's event). Outcomes of held
+    parcels go to `exams`, each counted once (a replayed disposition is not)."""
 
     def attach(m: ParcelMessage, state: Any) -> None:
         m["view"]["shipper_history"] = history.shipper_features(state, m["event_epoch"])
@@ -285,7 +316,12 @@ def shipper_batch(
             state, m["view"], m["consignee_key"], m["event_epoch"]
         )
 
-    bad = _enrich(msgs, shippers, "shipper_key", ctx, attach, observe, dead)
+    def examined(m: OutcomeMessage, state: Any) -> None:
+        hold = history.held(state, m["hawb"])
+        if hold is not None and exams is not None:
+            exams.append(Exam(*hold, m["outcome"]))
+
+    bad = _enrich(msgs, shippers, "shipper_key", ctx, attach, observe, dead, examined)
     return [m for i, m in enumerate(msgs) if i not in bad and m["kind"] == "parcel"]
 
 
@@ -411,12 +447,14 @@ def undecided(parcels: Sequence[ParcelMessage], shippers: Table, ctx: Ctx = no_c
 def record_decisions(
     parcels: Sequence[ParcelMessage],
     flagged: Sequence[tuple[int, str, str]],
+    model_version: str,
     shippers: Table,
     ctx: Ctx = no_ctx,
 ) -> None:
     """After the decisions are acknowledged: remember them, and count holds in the
-    shipper's history (shown to analysts, not a model feature)."""
-    held = {i for i, _category, action in flagged if action == "hold"}
+    shipper's history (shown to analysts, not a model feature) with their category and
+    `model_version`, for the exam outcomes that will answer them."""
+    held = {i: category for i, category, action in flagged if action == "hold"}
     for key, idx in _by_shipper(parcels).items():
         with ctx(idx[0]):
             state = shippers.get(key) or {}
@@ -424,6 +462,7 @@ def record_decisions(
                 p = parcels[i]
                 event = f"hold:{p['view']['hawb']}:{p['revision']}"
                 if i in held and not history.replayed(state, event):
-                    state = history.remember(history.observe_hold(state), event)
+                    hold = history.observe_hold(state, p["view"]["hawb"], held[i], model_version)
+                    state = history.remember(hold, event)
                 state = history.remember(state, _decided(p))
             shippers[key] = state

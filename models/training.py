@@ -59,6 +59,18 @@ def capacity_thresholds(
     return out
 
 
+def hold_precision(
+    Y: np.ndarray, scores: np.ndarray, thresholds: dict[str, dict[str, float]]
+) -> dict[str, float | None]:
+    """Per label, the share of parcels at or above its hold threshold that have the label:
+    the hit rate that exams of its holds should show (None if nothing would be held)."""
+    out: dict[str, float | None] = {}
+    for j, lab in enumerate(CATEGORIES):
+        held = scores[:, j] >= thresholds[lab]["hold"]
+        out[lab] = float(Y[held, j].mean()) if held.any() else None
+    return out
+
+
 def split_indices(times: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, ...]:
     order = np.argsort(times, kind="stable")
     a = int(len(order) * cfg.train_fraction)
@@ -112,6 +124,7 @@ def train(
         "references": refs.to_dict(),
         "thresholds": thresholds,
         "drift": drift,
+        "validation_precision": hold_precision(ds.Y[va], validation_scores, thresholds),
         "feature_medians": [None if np.isnan(m) else float(m) for m in medians],
         "labels": list(CATEGORIES),
         "seed": cfg.seed,

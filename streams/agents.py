@@ -23,6 +23,7 @@ from faust.types import EventT
 from models.outputs import Source
 from models.pipeline import (
     Ctx,
+    Exam,
     Failures,
     Incoming,
     StageMessage,
@@ -166,7 +167,10 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
             box = outbox()
             evs, msgs = unpack(events, box)
             dead: Failures = []
-            parcels = shipper_batch(msgs, tables.shippers, ctx=per_event(evs), dead=dead)
+            exams: list[Exam] = []
+            parcels = shipper_batch(
+                msgs, tables.shippers, ctx=per_event(evs), dead=dead, exams=exams
+            )
             box.parked("shipper", dead)
             event_of = {id(m): ev for ev, m in zip(evs, msgs, strict=True)}
             parcel_events = [event_of[id(p)] for p in parcels]
@@ -176,6 +180,7 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
             parcel_events = [parcel_events[i] for i in keep]
             if not parcels:
                 await box.settle(tables.shippers)
+                metrics.count_exams(exams)
                 continue
             started = time.perf_counter()
             scorer = server.scorer  # one model per batch, even if a promotion lands meanwhile
@@ -194,10 +199,16 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
             await box.settle(
                 tables.shippers,
                 remember=partial(
-                    record_decisions, decided, res.flagged, tables.shippers, decided_events
+                    record_decisions,
+                    decided,
+                    res.flagged,
+                    scorer.version,
+                    tables.shippers,
+                    decided_events,
                 ),
             )
             metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)
+            metrics.count_exams(exams)
 
     @app.task
     async def follow_promotions() -> None:

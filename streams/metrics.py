@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
+from typing import Any
 
 from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
+
+from models.pipeline import Exam
+from models.records import CATEGORIES
 
 PREFIX = "parcel_risk_"
 FAUST_PREFIX = "faust"
@@ -89,6 +93,33 @@ DRIFT_WINDOW = Gauge(
     ["model_version"],
 )
 
+# Outcomes: exams of held parcels (targeting.dispositions), by the hold's category and the
+# model version that made it. A disposition is counted by the one worker that owns its
+# shipper's partition, so summing across workers counts each exam once:
+#   hit rate = sum by (category, model_version) (increase(parcel_risk_hold_hits_total[1d]))
+#            / sum by (category, model_version) (increase(parcel_risk_examined_holds_total[1d]))
+# The validation precision is the same on every worker that serves the version: take max.
+EXAMINED_HOLDS = Counter(
+    "parcel_risk_examined_holds_total",
+    "Held parcels with an exam outcome, by the hold's category and model",
+    ["category", "model_version"],
+)
+HOLD_SEIZURES = Counter(
+    "parcel_risk_hold_seizures_total",
+    "Examined held parcels where something was seized or found undervalued",
+    ["category", "model_version"],
+)
+HOLD_HITS = Counter(
+    "parcel_risk_hold_hits_total",
+    "Examined held parcels whose outcome confirms the hold's own category",
+    ["category", "model_version"],
+)
+VALIDATION_PRECISION = Gauge(
+    "parcel_risk_validation_precision",
+    "Precision of a model's holds on its validation period (the hit rate to expect)",
+    ["category", "model_version"],
+)
+
 
 def count_records(topics: Iterable[str]) -> None:
     for topic, n in Tally(topics).items():
@@ -116,6 +147,28 @@ def count_decisions(
     now = time.time()
     for t in event_times:
         LATENCY_SECONDS.observe(max(0.0, now - t))
+
+
+def count_exams(exams: Iterable[Exam]) -> None:
+    """Exams of holds; the three series move together (a hit rate of 0 is a series at 0,
+    not a missing one, which a PromQL division would drop)."""
+    for exam, n in Tally(exams).items():
+        EXAMINED_HOLDS.labels(exam.category, exam.model_version).inc(n)
+        HOLD_SEIZURES.labels(exam.category, exam.model_version).inc(n if exam.seizure else 0)
+        HOLD_HITS.labels(exam.category, exam.model_version).inc(n if exam.hit else 0)
+
+
+def show_model(version: str, meta: Mapping[str, Any]) -> None:
+    """A model now served: its version, and the hit rate its validation promised (none for
+    artifacts trained before it was stored). Kept after a promotion: exams of its holds
+    still arrive for days."""
+    MODEL.info({"version": version})
+    for category, precision in (meta.get("validation_precision") or {}).items():
+        if precision is not None:
+            VALIDATION_PRECISION.labels(category, version).set(precision)
+    for category in CATEGORIES:  # from 0, so that increase() sees the first exams too
+        for counter in (EXAMINED_HOLDS, HOLD_SEIZURES, HOLD_HITS):
+            counter.labels(category, version)
 
 
 def count_failures(stage: str, n: int) -> None:

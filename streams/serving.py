@@ -48,7 +48,7 @@ class ModelServer:
         # where to follow models.control from: just after what start-up already read
         self.control_offset = control_offset
         self.scorer = Scorer(artifact, s.threshold_overrides(artifact.thresholds))
-        metrics.MODEL.info({"version": artifact.version})
+        metrics.show_model(artifact.version, artifact.meta)
         metrics.MODEL_LOADS.labels("success").inc()
 
     def versions(self) -> list[str]:
@@ -76,7 +76,7 @@ class ModelServer:
             metrics.MODEL_LOADS.labels("failure").inc()
             return False
         self.scorer = Scorer(artifact, self.s.threshold_overrides(artifact.thresholds))
-        metrics.MODEL.info({"version": version})
+        metrics.show_model(version, artifact.meta)
         metrics.MODEL_LOADS.labels("success").inc()
         log.warning("now serving model %s", version)
         return True
