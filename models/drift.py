@@ -107,12 +107,25 @@ def importance(model: ParcelRiskModel) -> np.ndarray:
     return total
 
 
+def top_features(gain: np.ndarray, top: int = TOP_FEATURES) -> list[int]:
+    """Indexes of the `top` features by gain (those the model used at all)."""
+    return [int(i) for i in np.argsort(-gain, kind="stable")[:top] if gain[i] > 0]
+
+
+Key = tuple[str, str]  # ("score", label) or ("feature", name)
+
+
 @dataclass(frozen=True)
 class Reference:
     """What a model's traffic looked like: bins per label score and per watched feature."""
 
     scores: dict[str, Bins]
     features: dict[str, Bins]
+
+    def bins(self) -> dict[Key, Bins]:
+        """Every binned quantity: label scores first, then features."""
+        out = {("score", k): b for k, b in self.scores.items()}
+        return out | {("feature", k): b for k, b in self.features.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,8 +160,7 @@ def fit_reference(
         )
         for j, lab in enumerate(labels)
     }
-    chosen = [int(i) for i in np.argsort(-gain, kind="stable")[:top] if gain[i] > 0]
-    return Reference(score_bins, {FEATURES[i]: Bins.fit(X[:, i]) for i in chosen})
+    return Reference(score_bins, {FEATURES[i]: Bins.fit(X[:, i]) for i in top_features(gain, top)})
 
 
 def reference_of(meta: Mapping[str, Any]) -> Reference | None:
@@ -157,7 +169,21 @@ def reference_of(meta: Mapping[str, Any]) -> Reference | None:
     return None if stored is None else Reference.from_dict(stored)
 
 
-Key = tuple[str, str]  # ("score", label) or ("feature", name)
+def watched(
+    reference: Reference | None, model: ParcelRiskModel, labels: Sequence[str]
+) -> list[Key]:
+    """What drift is measured on: the reference's labels and features, or for a model
+    stored without one, every label and its top features by gain."""
+    if reference is not None:
+        return list(reference.bins())
+    chosen = top_features(importance(model))
+    return [("score", k) for k in labels] + [("feature", FEATURES[i]) for i in chosen]
+
+
+def compare(earlier: np.ndarray, later: np.ndarray) -> float:
+    """PSI of `later` values against bins fitted on `earlier` ones (two periods of data)."""
+    bins = Bins.fit(earlier)
+    return psi(bins.shares, bins.counts(later))
 
 
 class Window:
@@ -168,8 +194,7 @@ class Window:
         self.reference = reference
         self.slot_s = window_s / slots
         self.slots = slots
-        self.bins: dict[Key, Bins] = {("score", k): b for k, b in reference.scores.items()}
-        self.bins |= {("feature", k): b for k, b in reference.features.items()}
+        self.bins = reference.bins()
         self.labels = list(reference.scores)
         self.columns = [INDEX[k] for k in reference.features]
         # one flat counts vector per slot; each key owns a contiguous run of it

@@ -221,10 +221,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     try:
         artifact = load_named(a.model, s.model_dir)
         ds = load_data(Path(a.data), Path(a.mapping) if a.mapping else None)
+        split_at = datetime.fromisoformat(a.split_at).timestamp() if a.split_at else None
     except (ArtifactError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
-    result, path = report.evaluate(artifact, ds, Path(a.out))
+    result, path = report.evaluate(artifact, ds, Path(a.out), split_at)
     _print_metrics(result.metrics)
     err.print(f"report: {path}")
     return 0
@@ -476,6 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--data", required=True, help="labelled JSONL")
     ev.add_argument("--mapping", help="TOML column mapping for a table in another schema")
     ev.add_argument("--out", required=True, help="folder for report.md and plots")
+    ev.add_argument(
+        "--split-at",
+        help="ISO 8601 time dividing the data's two periods for the drift section "
+        "(default: its median event time)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("promote", help="make running workers serve a model version")
