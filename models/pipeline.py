@@ -23,6 +23,7 @@ from models.parcel import ParcelView
 from models.records import FINDINGS, Record, RecordError, decode, event_epoch
 from models.rules import HoldCap, RuleSet, merge
 from models.scoring import Scored, Scorer
+from models.shadow import score_shadow, shadow_decisions
 from models.stream_time import StreamTime
 
 Table = MutableMapping[str, Any]
@@ -334,6 +335,7 @@ class ScoreResult:
     rule_hits: list[str] = field(default_factory=list)
     decided: list[int] = field(default_factory=list)  # indexes of the parcels decided
     scored: list[Scored] = field(default_factory=list)  # the model's output, for monitoring
+    shadowed: list[Scored] = field(default_factory=list)  # the shadow model's, if any
 
 
 def score_batch(
@@ -343,14 +345,16 @@ def score_batch(
     rules: RuleSet | None = None,
     cap: HoldCap | None = None,
     dead: Failures | None = None,
+    shadow: Scorer | None = None,
 ) -> ScoreResult:
-    """Features, model, rules, reasons and the output records for enriched parcels.
+    """Features, model, rules, reasons and the output records for enriched parcels; with
+    a `shadow` model, its scores and would-be action on each decision (models/shadow.py).
 
     Scored as one batch; if that raises and `dead` is given, each parcel is scored alone
     so that only the ones that raise go to `dead` and the rest are decided.
     """
     try:
-        res = _score(parcels, scorer, pseudonym_key, rules, cap)
+        res = _score(parcels, scorer, pseudonym_key, rules, cap, shadow)
     except Exception:
         if dead is None or len(parcels) == 0:
             raise
@@ -360,7 +364,7 @@ def score_batch(
     merged = ScoreResult([], [], [], [])
     for i, p in enumerate(parcels):
         try:
-            one = _score([p], scorer, pseudonym_key, rules, cap)
+            one = _score([p], scorer, pseudonym_key, rules, cap, shadow)
         except Exception as exc:
             dead.append((p, failed(exc)))
             continue
@@ -370,6 +374,7 @@ def score_batch(
         merged.event_times += one.event_times
         merged.rule_hits += one.rule_hits
         merged.scored += one.scored
+        merged.shadowed += one.shadowed
         merged.decided.append(i)
     return merged
 
@@ -380,10 +385,12 @@ def _score(
     pseudonym_key: bytes,
     rules: RuleSet | None,
     cap: HoldCap | None,
+    shadow: Scorer | None,
 ) -> ScoreResult:
     views = [p["view"] for p in parcels]
     scored = scorer.score(views)
     matches = [(rules or RuleSet()).evaluate(v, scored.features[i]) for i, v in enumerate(views)]
+    shadowed = [] if shadow is None else [score_shadow(shadow, scorer, views, scored, matches)]
     actions, categories = merge(scored.actions, scored.categories, matches)
     if cap is not None:
         for i, (a, c) in enumerate(zip(actions, categories, strict=True)):
@@ -406,6 +413,9 @@ def _score(
         pseudonym_key,
         [[m.rule for m in ms] for ms in matches],
     )
+    if shadow is not None:
+        for d, sd in zip(decisions, shadow_decisions(shadow.version, shadowed[0]), strict=True):
+            d["shadow"] = sd
     flagged = [
         (i, c, a)
         for i, (c, a) in enumerate(zip(categories, actions, strict=True))
@@ -413,7 +423,13 @@ def _score(
     ]
     hits = [m.rule for ms in matches for m in ms]
     return ScoreResult(
-        decisions, holds, flagged, [p["event_epoch"] for p in parcels], hits, scored=[scored]
+        decisions,
+        holds,
+        flagged,
+        [p["event_epoch"] for p in parcels],
+        hits,
+        scored=[scored],
+        shadowed=shadowed,
     )
 
 

@@ -183,13 +183,16 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
                 metrics.count_exams(exams)
                 continue
             started = time.perf_counter()
-            scorer = server.scorer  # one model per batch, even if a promotion lands meanwhile
+            # one model (and shadow) per batch, even if a promotion lands meanwhile
+            scorer, shadow = server.scorer, server.candidate()
             reloaded = rules.refresh()
             if reloaded:
                 metrics.RULE_RELOADS.labels(reloaded).inc()
             unscored: Failures = []
-            res = score_batch(parcels, scorer, pkey, rules.rules, cap, dead=unscored)
+            res = score_batch(parcels, scorer, pkey, rules.rules, cap, dead=unscored, shadow=shadow)
             drift.observe(scorer, res.scored, time.time())
+            if shadow is not None:
+                drift.observe(shadow, res.shadowed, time.time())
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(parcels))
             box.send(scored(res))

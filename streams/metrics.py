@@ -53,6 +53,9 @@ LATENCY_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
 MODEL = Info("parcel_risk_model", "The model version being served")
+SHADOW_MODEL = Info(
+    "parcel_risk_shadow_model", "The candidate scored beside the serving model (empty: none)"
+)
 MODEL_LOADS = Counter("parcel_risk_model_loads_total", "Model load attempts", ["result"])
 RULE_RELOADS = Counter("parcel_risk_rule_reloads_total", "Rules file reloads", ["result"])
 TABLE_OPERATIONS = Counter(
@@ -163,6 +166,16 @@ def show_model(version: str, meta: Mapping[str, Any]) -> None:
     artifacts trained before it was stored). Kept after a promotion: exams of its holds
     still arrive for days."""
     MODEL.info({"version": version})
+    _show_validation(version, meta)
+
+
+def show_shadow(version: str, meta: Mapping[str, Any]) -> None:
+    """A shadow model now scored beside the serving one."""
+    SHADOW_MODEL.info({"version": version})
+    _show_validation(version, meta)
+
+
+def _show_validation(version: str, meta: Mapping[str, Any]) -> None:
     for category, precision in (meta.get("validation_precision") or {}).items():
         if precision is not None:
             VALIDATION_PRECISION.labels(category, version).set(precision)
