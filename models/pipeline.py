@@ -10,6 +10,7 @@ Every input ends in exactly one place: a decision or a dead letter.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -26,6 +27,7 @@ from models.scoring import Scored, Scorer
 from models.shadow import score_shadow, shadow_decisions
 from models.stream_time import StreamTime
 
+log = logging.getLogger(__name__)
 Table = MutableMapping[str, Any]
 Ctx = Callable[[int], AbstractContextManager[Any]]
 
@@ -336,6 +338,7 @@ class ScoreResult:
     decided: list[int] = field(default_factory=list)  # indexes of the parcels decided
     scored: list[Scored] = field(default_factory=list)  # the model's output, for monitoring
     shadowed: list[Scored] = field(default_factory=list)  # the shadow model's, if any
+    shadow_failures: int = 0  # batches the shadow model failed on (decided without it)
 
 
 def score_batch(
@@ -375,6 +378,7 @@ def score_batch(
         merged.rule_hits += one.rule_hits
         merged.scored += one.scored
         merged.shadowed += one.shadowed
+        merged.shadow_failures += one.shadow_failures
         merged.decided.append(i)
     return merged
 
@@ -390,7 +394,12 @@ def _score(
     views = [p["view"] for p in parcels]
     scored = scorer.score(views)
     matches = [(rules or RuleSet()).evaluate(v, scored.features[i]) for i, v in enumerate(views)]
-    shadowed = [] if shadow is None else [score_shadow(shadow, scorer, views, scored, matches)]
+    shadowed: list[Scored] = []
+    if shadow is not None:
+        try:  # a failing candidate must not cost a decision: they go out without it
+            shadowed.append(score_shadow(shadow, scorer, views, scored, matches))
+        except Exception:
+            log.exception("shadow model %s failed on a batch; not on its decisions", shadow.version)
     actions, categories = merge(scored.actions, scored.categories, matches)
     if cap is not None:
         for i, (a, c) in enumerate(zip(actions, categories, strict=True)):
@@ -413,7 +422,7 @@ def _score(
         pseudonym_key,
         [[m.rule for m in ms] for ms in matches],
     )
-    if shadow is not None:
+    if shadow is not None and shadowed:
         for d, sd in zip(decisions, shadow_decisions(shadow.version, shadowed[0]), strict=True):
             d["shadow"] = sd
     flagged = [
@@ -430,6 +439,7 @@ def _score(
         hits,
         scored=[scored],
         shadowed=shadowed,
+        shadow_failures=int(shadow is not None and not shadowed),
     )
 
 

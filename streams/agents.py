@@ -193,6 +193,7 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
             drift.observe(scorer, res.scored, time.time())
             if shadow is not None:
                 drift.observe(shadow, res.shadowed, time.time())
+                metrics.SHADOW_FAILURES.inc(res.shadow_failures)
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(parcels))
             box.send(scored(res))

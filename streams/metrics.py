@@ -56,6 +56,10 @@ MODEL = Info("parcel_risk_model", "The model version being served")
 SHADOW_MODEL = Info(
     "parcel_risk_shadow_model", "The candidate scored beside the serving model (empty: none)"
 )
+SHADOW_FAILURES = Counter(
+    "parcel_risk_shadow_failures_total",
+    "Batches the shadow model failed on: decided by the serving model, without the shadow",
+)
 MODEL_LOADS = Counter("parcel_risk_model_loads_total", "Model load attempts", ["result"])
 RULE_RELOADS = Counter("parcel_risk_rule_reloads_total", "Rules file reloads", ["result"])
 TABLE_OPERATIONS = Counter(

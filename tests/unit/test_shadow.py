@@ -68,6 +68,15 @@ def test_decisions_carry_the_shadow_and_holds_stay_the_serving_models(
     assert shadowed.features is both.scored[0].features  # same references: reused
 
 
+def test_a_failing_candidate_costs_no_decision(parcels: list, two_folders: Path) -> None:
+    serving = Scorer(load(two_folders, versions(two_folders)[-1]))
+    art = load(two_folders, "m-candidate")
+    broken = Scorer(replace(art, model=None))  # type: ignore[arg-type]
+    res = score_batch(parcels, serving, b"k", shadow=broken)
+    assert len(res.decisions) == len(parcels) and res.shadow_failures == 1
+    assert not any("shadow" in d for d in res.decisions) and res.shadowed == []
+
+
 def test_a_candidate_with_other_references_builds_its_own_features(
     parcels: list, two_folders: Path
 ) -> None:
