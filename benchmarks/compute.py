@@ -42,6 +42,7 @@ from models.pipeline import (
 )
 from models.records import MAX_RECORD_BYTES, RecordError, decode
 from models.rules import HoldCap, RuleSet, RulesFile
+from models.sampling import Sampler
 from models.scoring import Scorer
 from models.synthetic import Event, GeneratorConfig, TrafficGenerator
 from streams.publishing import scored
@@ -79,6 +80,7 @@ def run_stages(
     rules: RuleSet = RulesFile(Path(s.rules) if s.rules else None).rules
     cap = HoldCap(s.hold_cap_per_hour)
     pkey = s.pseudonym_key.encode()
+    sampler = Sampler(pkey)  # the compliance sample, as the worker draws it
     clock = Clock()
     bills: dict[str, Any] = {}
     consignees: dict[str, Any] = {}
@@ -99,9 +101,9 @@ def run_stages(
         parcels = clock.time("shipper history", shipper_stage)
 
         def score_stage() -> int:
-            out = score_batch(parcels, scorer, pkey, rules, cap)  # noqa: B023
+            out = score_batch(parcels, scorer, pkey, rules, cap, sampler=sampler)  # noqa: B023
             scored(out)  # the messages' bytes, as the agent sends them
-            record_decisions(parcels, out.flagged, shippers)  # noqa: B023
+            record_decisions(parcels, out.flagged, scorer.version, shippers)  # noqa: B023
             return len(out.decisions)
 
         decided += clock.time("score", score_stage)

@@ -17,7 +17,9 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from models.dataset import LabelledSet
-from models.features import build_features
+from models.drift import Key, compare, psi, reference_of, watched
+from models.features import INDEX, build_features
+from models.records import CATEGORIES
 from models.registry import Artifact
 from models.sampling import violation_rate
 from models.tabular import TableEncoder, TableSpec
@@ -133,9 +135,7 @@ class Evaluation:
 
 
 def evaluate_model(artifact: Artifact, ds: LabelledSet) -> Evaluation:
-    """A model on labelled data, one row per bill (its last, fullest revision). Served
-    feature vectors (exported decisions) are scored as they are; parcel views get the
-    artifact's own features."""
+    """A model on labelled data, one row per bill (its last, fullest revision)."""
     if tuple(artifact.meta["labels"]) != ds.labels:
         raise ValueError(
             f"model {artifact.version} scores {artifact.meta['labels']}; "
@@ -147,14 +147,7 @@ def evaluate_model(artifact: Artifact, ds: LabelledSet) -> Evaluation:
             "(a table's [features] mapping, or parcels)"
         )
     ds = ds.subset(np.flatnonzero(ds.final))
-    if ds.table is not None:
-        table = artifact.meta["table"]
-        X = TableEncoder(TableSpec.from_dict(table["spec"]), table["encoder"]).transform(ds.table)
-    elif ds.X is not None:
-        X = ds.X
-    else:
-        X = build_features(ds.views, artifact.references)
-    scores = artifact.model.predict_proba(X)
+    scores = artifact.model.predict_proba(features(artifact, ds))
     rates = ds.sample_rates
     sampled = None
     if rates is not None and (~np.isnan(rates)).any():
@@ -169,3 +162,60 @@ def evaluate_model(artifact: Artifact, ds: LabelledSet) -> Evaluation:
         sampled,
         memorisation(np.asarray(memo["seen"]), ds, scores, memo["keys"]) if memo else None,
     )
+
+
+def features(artifact: Artifact, ds: LabelledSet) -> np.ndarray:
+    """Served feature vectors (exported decisions) as they are; parcel views get the
+    artifact's own features; a table in its own schema its encoder's."""
+    if ds.table is not None:
+        table = artifact.meta["table"]
+        return TableEncoder(TableSpec.from_dict(table["spec"]), table["encoder"]).transform(
+            ds.table
+        )
+    return ds.X if ds.X is not None else build_features(ds.views, artifact.references)
+
+
+@dataclass(frozen=True)
+class PeriodDrift:
+    """Drift between two periods of the evaluated data, split at `boundary`."""
+
+    boundary: float  # epoch seconds: the later period starts here
+    sizes: tuple[int, int]  # parcels in the earlier and the later period
+    between: dict[Key, float]  # PSI of the later period against the earlier one
+    # PSI of each period against the model's training reference (None: none stored)
+    vs_reference: dict[Key, tuple[float, float]] | None
+
+
+def period_drift(artifact: Artifact, ds: LabelledSet, boundary: float | None = None) -> PeriodDrift:
+    """Compare the scores and watched features of the data before and after `boundary`
+    (default: the median event time, two halves). Every row counts, each revision of a
+    bill as the worker scores it, as in the training reference; ValueError if a period is
+    empty."""
+    if ds.table is not None:
+        raise ValueError("drift is measured on parcel models, whose features the worker watches")
+    if boundary is None:
+        boundary = float(np.median(ds.times))
+    later = ds.times >= boundary
+    if later.all() or not later.any():
+        raise ValueError("both periods need parcels: choose a time inside the data's range")
+    X = features(artifact, ds)
+    scores = artifact.model.predict_proba(X)
+    reference = reference_of(artifact.meta)
+
+    def column(key: Key) -> np.ndarray:
+        kind, name = key
+        return scores[:, CATEGORIES.index(name)] if kind == "score" else X[:, INDEX[name]]
+
+    keys = watched(reference, artifact.model, CATEGORIES)
+    between = {k: compare(column(k)[~later], column(k)[later]) for k in keys}
+    vs_reference = None
+    if reference is not None:
+        bins = reference.bins()
+        vs_reference = {
+            k: (
+                psi(bins[k].shares, bins[k].counts(column(k)[~later])),
+                psi(bins[k].shares, bins[k].counts(column(k)[later])),
+            )
+            for k in keys
+        }
+    return PeriodDrift(boundary, (int((~later).sum()), int(later.sum())), between, vs_reference)

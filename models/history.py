@@ -26,6 +26,9 @@ MAX_DISTINCT = 200  # distinct counts saturate here; enough to tell 1 from many
 # events remembered per entity: covers what a crashed worker replays (its uncommitted
 # batches) for every entity with fewer than this many events in that window
 RECENT = 32
+# holds remembered per shipper, so that an exam outcome finds the category and model of
+# the hold it answers (exams follow holds by hours or days)
+HELD = 128
 
 
 def _short(key: str, size: int = 4) -> str:
@@ -113,10 +116,24 @@ def observe_shipper_parcel(
     return s
 
 
-def observe_hold(state: dict[str, Any] | None) -> dict[str, Any]:
+def observe_hold(
+    state: dict[str, Any] | None, hawb: str, category: str, model_version: str
+) -> dict[str, Any]:
+    """A hold published for one of the shipper's parcels: counted, and remembered with its
+    category and model (the latest hold of a bill replaces an earlier revision's)."""
     s = _shipper(state)
     s["holds"] += 1
+    kept = [h for h in s.get("held", ()) if h[0] != hawb]
+    s["held"] = [*kept, [hawb, category, model_version]][-HELD:]
     return s
+
+
+def held(state: Mapping[str, Any] | None, hawb: str) -> tuple[str, str] | None:
+    """(category, model version) of the bill's hold, if the shipper remembers one."""
+    for h, category, model_version in (state or {}).get("held", ()):
+        if h == hawb:
+            return category, model_version
+    return None
 
 
 def observe_outcome(state: dict[str, Any] | None, outcome: str) -> dict[str, Any]:

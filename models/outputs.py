@@ -16,7 +16,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 import numpy as np
 
@@ -62,6 +62,15 @@ class Party(TypedDict, total=False):
     history: dict[str, float]
 
 
+class ShadowDecision(TypedDict):
+    """A shadow model's view of a decision (models/shadow.py): never acted on."""
+
+    model_version: str
+    scores: dict[str, float]
+    action: str | None
+    category: str | None
+
+
 class Decision(TypedDict):
     schema_version: int
     hawb: str
@@ -84,6 +93,7 @@ class Decision(TypedDict):
     features: list[float | None]
     event_time: str
     scored_at: str
+    shadow: NotRequired[ShadowDecision]  # only while a shadow model is scored
 
 
 class Hold(TypedDict):

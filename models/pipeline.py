@@ -10,22 +10,25 @@ Every input ends in exactly one place: a decision or a dead letter.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict
 
 from models import history, parcel
 from models.join import Bill, forwarded, join_record, mark_forwarded, view_of
 from models.outputs import Decision, Hold, Source, SourceRef, decisions_and_holds
 from models.parcel import ParcelView
-from models.records import CATEGORIES, Record, RecordError, decode, event_epoch
+from models.records import CATEGORIES, FINDINGS, Record, RecordError, decode, event_epoch
 from models.rules import HoldCap, RuleSet, merge
 from models.sampling import Sampler, reason
-from models.scoring import Scorer, decide
+from models.scoring import Scored, Scorer, decide
+from models.shadow import score_shadow, shadow_decisions
 from models.stream_time import StreamTime
 
+log = logging.getLogger(__name__)
 Table = MutableMapping[str, Any]
 SAMPLE_RULE = "compliance-sample"  # on the decision and hold of a sampled parcel
 Ctx = Callable[[int], AbstractContextManager[Any]]
@@ -58,6 +61,23 @@ class OutcomeMessage(TypedDict):
 StageMessage = ParcelMessage | OutcomeMessage
 Forward = tuple[bytes, StageMessage]  # (next stage's key, message)
 Failures = list[tuple[StageMessage, RecordError]]  # stage messages that raised, and why
+
+
+class Exam(NamedTuple):
+    """An exam outcome of a held parcel, with the category and model of its hold."""
+
+    category: str
+    model_version: str
+    outcome: str
+
+    @property
+    def seizure(self) -> bool:
+        return self.outcome in FINDINGS
+
+    @property
+    def hit(self) -> bool:
+        """The exam found what the hold was for."""
+        return FINDINGS.get(self.outcome) == self.category
 
 
 def no_ctx(_i: int) -> AbstractContextManager[Any]:
@@ -201,6 +221,11 @@ def _event(m: StageMessage) -> str:
 Entity = Literal["shipper_key", "consignee_key"]
 Attach = Callable[[ParcelMessage, Any], None]
 Observe = Callable[[ParcelMessage, Any], dict[str, Any]]
+Examined = Callable[[OutcomeMessage, Any], None]
+
+
+def _ignore(_m: OutcomeMessage, _state: Any) -> None:
+    return None
 
 
 def _enrich(
@@ -211,6 +236,7 @@ def _enrich(
     attach: Attach,
     observe: Observe,
     dead: Failures | None,
+    examined: Examined = _ignore,
 ) -> set[int]:
     """One history stage: per message, attach the entity's history, then count the message.
 
@@ -224,7 +250,7 @@ def _enrich(
     for i, m in enumerate(msgs):
         try:
             with ctx(i):
-                _enrich_one(m, table, entity, attach, observe)
+                _enrich_one(m, table, entity, attach, observe, examined)
         except Exception as exc:
             if dead is None:
                 raise
@@ -234,7 +260,12 @@ def _enrich(
 
 
 def _enrich_one(
-    m: StageMessage, table: Table, entity: Entity, attach: Attach, observe: Observe
+    m: StageMessage,
+    table: Table,
+    entity: Entity,
+    attach: Attach,
+    observe: Observe,
+    examined: Examined,
 ) -> None:
     key = m[entity]
     state = table.get(key)
@@ -248,6 +279,7 @@ def _enrich_one(
     if m["kind"] == "parcel":
         new = observe(m, state)
     else:
+        examined(m, state)
         new = history.observe_outcome(state, m["outcome"])
     table[key] = history.remember(new, event)
 
@@ -279,9 +311,11 @@ def shipper_batch(
     shippers: Table,
     ctx: Ctx = no_ctx,
     dead: Failures | None = None,
+    exams: list[Exam] | None = None,
 ) -> list[ParcelMessage]:
     """Stage 3 (keyed by shipper): attach and update the shipper's history; parcels out
-    (the same message objects, so a caller can find each one's event)."""
+    (the same message objects, so a caller can find each one's event). Outcomes of held
+    parcels go to `exams`, each counted once (a replayed disposition is not)."""
 
     def attach(m: ParcelMessage, state: Any) -> None:
         m["view"]["shipper_history"] = history.shipper_features(state, m["event_epoch"])
@@ -291,7 +325,12 @@ def shipper_batch(
             state, m["view"], m["consignee_key"], m["event_epoch"]
         )
 
-    bad = _enrich(msgs, shippers, "shipper_key", ctx, attach, observe, dead)
+    def examined(m: OutcomeMessage, state: Any) -> None:
+        hold = history.held(state, m["hawb"])
+        if hold is not None and exams is not None:
+            exams.append(Exam(*hold, m["outcome"]))
+
+    bad = _enrich(msgs, shippers, "shipper_key", ctx, attach, observe, dead, examined)
     return [m for i, m in enumerate(msgs) if i not in bad and m["kind"] == "parcel"]
 
 
@@ -303,6 +342,9 @@ class ScoreResult:
     event_times: list[float]  # epoch seconds, per decided parcel
     rule_hits: list[str] = field(default_factory=list)
     decided: list[int] = field(default_factory=list)  # indexes of the parcels decided
+    scored: list[Scored] = field(default_factory=list)  # the model's output, for monitoring
+    shadowed: list[Scored] = field(default_factory=list)  # the shadow model's, if any
+    shadow_failures: int = 0  # batches the shadow model failed on (decided without it)
 
 
 def score_batch(
@@ -313,15 +355,17 @@ def score_batch(
     cap: HoldCap | None = None,
     dead: Failures | None = None,
     sampler: Sampler | None = None,
+    shadow: Scorer | None = None,
 ) -> ScoreResult:
     """Features, model, rules, compliance sample, reasons and the output records for
-    enriched parcels.
+    enriched parcels; with a `shadow` model, its scores and would-be action on each
+    decision (models/shadow.py).
 
     Scored as one batch; if that raises and `dead` is given, each parcel is scored alone
     so that only the ones that raise go to `dead` and the rest are decided.
     """
     try:
-        res = _score(parcels, scorer, pseudonym_key, rules, cap, sampler)
+        res = _score(parcels, scorer, pseudonym_key, rules, cap, sampler, shadow)
     except Exception:
         if dead is None or len(parcels) == 0:
             raise
@@ -331,7 +375,7 @@ def score_batch(
     merged = ScoreResult([], [], [], [])
     for i, p in enumerate(parcels):
         try:
-            one = _score([p], scorer, pseudonym_key, rules, cap, sampler)
+            one = _score([p], scorer, pseudonym_key, rules, cap, sampler, shadow)
         except Exception as exc:
             dead.append((p, failed(exc)))
             continue
@@ -340,6 +384,9 @@ def score_batch(
         merged.flagged += [(len(merged.decided), c, a) for _j, c, a in one.flagged]
         merged.event_times += one.event_times
         merged.rule_hits += one.rule_hits
+        merged.scored += one.scored
+        merged.shadowed += one.shadowed
+        merged.shadow_failures += one.shadow_failures
         merged.decided.append(i)
     return merged
 
@@ -351,6 +398,7 @@ def _score(
     rules: RuleSet | None,
     cap: HoldCap | None,
     sampler: Sampler | None,
+    shadow: Scorer | None,
 ) -> ScoreResult:
     views = [p["view"] for p in parcels]
     rules = rules or RuleSet()
@@ -368,6 +416,12 @@ def _score(
     matches = [
         rules.evaluate(v, row, k) for v, row, k in zip(views, scored.features, keys, strict=True)
     ]
+    shadowed: list[Scored] = []
+    if shadow is not None:
+        try:  # a failing candidate must not cost a decision: they go out without it
+            shadowed.append(score_shadow(shadow, scorer, views, scored, matches))
+        except Exception:
+            log.exception("shadow model %s failed on a batch; not on its decisions", shadow.version)
     actions, categories = merge(scored.actions, scored.categories, matches)
     if cap is not None:
         for i, (a, c) in enumerate(zip(actions, categories, strict=True)):
@@ -406,13 +460,25 @@ def _score(
         sampled=sampled,
         trusted=trust,
     )
+    if shadow is not None and shadowed:
+        for d, sd in zip(decisions, shadow_decisions(shadow.version, shadowed[0]), strict=True):
+            d["shadow"] = sd
     flagged = [
         (i, c, a)
         for i, (c, a) in enumerate(zip(categories, actions, strict=True))
         if a is not None and c is not None
     ]
     hits = [name for ns in names for name in ns]
-    return ScoreResult(decisions, holds, flagged, [p["event_epoch"] for p in parcels], hits)
+    return ScoreResult(
+        decisions,
+        holds,
+        flagged,
+        [p["event_epoch"] for p in parcels],
+        hits,
+        scored=[scored],
+        shadowed=shadowed,
+        shadow_failures=int(shadow is not None and not shadowed),
+    )
 
 
 def _decided(p: ParcelMessage) -> str:
@@ -445,12 +511,14 @@ def undecided(parcels: Sequence[ParcelMessage], shippers: Table, ctx: Ctx = no_c
 def record_decisions(
     parcels: Sequence[ParcelMessage],
     flagged: Sequence[tuple[int, str, str]],
+    model_version: str,
     shippers: Table,
     ctx: Ctx = no_ctx,
 ) -> None:
     """After the decisions are acknowledged: remember them, and count holds in the
-    shipper's history (shown to analysts, not a model feature)."""
-    held = {i for i, _category, action in flagged if action == "hold"}
+    shipper's history (shown to analysts, not a model feature) with their category and
+    `model_version`, for the exam outcomes that will answer them."""
+    held = {i: category for i, category, action in flagged if action == "hold"}
     for key, idx in _by_shipper(parcels).items():
         with ctx(idx[0]):
             state = shippers.get(key) or {}
@@ -458,6 +526,7 @@ def record_decisions(
                 p = parcels[i]
                 event = f"hold:{p['view']['hawb']}:{p['revision']}"
                 if i in held and not history.replayed(state, event):
-                    state = history.remember(history.observe_hold(state), event)
+                    hold = history.observe_hold(state, p["view"]["hawb"], held[i], model_version)
+                    state = history.remember(hold, event)
                 state = history.remember(state, _decided(p))
             shippers[key] = state

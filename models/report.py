@@ -1,8 +1,10 @@
 """The evaluation report a data scientist reads before promoting a model.
 
 Markdown with the capacity-bound figures first (P@n%, R@n%, Revenue@n% beside the base
-rate), then PNG plots: precision-recall curves, calibration, score distributions and lift by
-examined share. Written with matplotlib's non-interactive backend, so it runs headless.
+rate), then drift between two periods of the data (has the traffic moved, and away from
+what the model was trained on?), then PNG plots: precision-recall curves, calibration,
+score distributions and lift by examined share. Written with matplotlib's non-interactive
+backend, so it runs headless.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve
 
 from models.dataset import LabelledSet
-from models.evaluation import TOP_PERCENTS, Evaluation, at_top, evaluate_model
+from models.drift import ALERT_PSI
+from models.evaluation import (
+    TOP_PERCENTS,
+    Evaluation,
+    PeriodDrift,
+    at_top,
+    evaluate_model,
+    period_drift,
+)
 from models.registry import Artifact
 from models.scoring import decide
 
@@ -100,8 +110,10 @@ def write_report(
     baselines: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
     sampled: Mapping[str, Mapping[str, float]] | None = None,
     memorisation: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    sections: Sequence[str] = (),
 ) -> Path:
-    """Write report.md and its plots into `out`; returns the Markdown file."""
+    """Write report.md and its plots into `out`; returns the Markdown file. `sections` are
+    Markdown lines placed after the figures, before the plots."""
     out.mkdir(parents=True, exist_ok=True)
     plots = {
         "precision-recall": "pr_curves.png",
@@ -138,6 +150,7 @@ def write_report(
         "P = precision, R = recall, Rev = share of the value at stake caught, "
         "each among the top n% of parcels by score; ECE = expected calibration error.",
         "",
+        *sections,
     ]
     if sampled:
         lines += _sample_table(sampled)
@@ -211,10 +224,49 @@ def write_scores(path: Path, result: Evaluation, thresholds: Mapping[str, Any]) 
     return len(result.data)
 
 
-def evaluate(artifact: Artifact, ds: LabelledSet, out: Path) -> tuple[Evaluation, Path]:
-    """`parcel-risk evaluate`: measure the model on the data, write the report to `out`."""
+
+
+def _day(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def drift_section(d: PeriodDrift) -> list[str]:
+    """The report's drift section: PSI per label score and watched feature."""
+    lines = [
+        "## Drift between two periods",
+        "",
+        f"Earlier: {d.sizes[0]:,} parcels before {_day(d.boundary)}; later: "
+        f"{d.sizes[1]:,} parcels from then on. Population stability index (PSI): below "
+        f"0.1 stable, 0.1-0.2 moderate, above {ALERT_PSI} a shift (the worker's alert line).",
+        "",
+    ]
+    head = ["", "later vs earlier"]
+    if d.vs_reference is not None:
+        head += ["earlier vs training", "later vs training"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, value in d.between.items():
+        kind, name = key
+        cells = [f"{name} {kind}", f"{value:.3f}" + (" **shift**" if value > ALERT_PSI else "")]
+        if d.vs_reference is not None:
+            cells += [f"{v:.3f}" for v in d.vs_reference[key]]
+        lines.append("| " + " | ".join(cells) + " |")
+    if d.vs_reference is None:
+        lines += ["", "The model was stored without a training reference: periods compared only."]
+    return [*lines, ""]
+
+
+def evaluate(
+    artifact: Artifact, ds: LabelledSet, out: Path, split_at: float | None = None
+) -> tuple[Evaluation, Path]:
+    """`parcel-risk evaluate`: measure the model on the data, write the report to `out`;
+    the drift section splits the data at `split_at` (epoch seconds; default its median
+    event time)."""
     result = evaluate_model(artifact, ds)
     constant = artifact.meta.get("constant_features")
+    try:
+        drift = drift_section(period_drift(artifact, ds, split_at))
+    except ValueError as exc:
+        drift = ["## Drift between two periods", "", f"Not measured: {exc}.", ""]
     path = write_report(
         out,
         f"Evaluation of {artifact.version}",
@@ -234,5 +286,6 @@ def evaluate(artifact: Artifact, ds: LabelledSet, out: Path) -> tuple[Evaluation
         ],
         sampled=result.sampled,
         memorisation=result.memorisation,
+        sections=drift,
     )
     return result, path

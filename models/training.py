@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from models.dataset import LabelledSet, from_generator
+from models.drift import fit_reference, importance
 from models.evaluation import evaluate_scores, key_hashes
 from models.features import CATEGORICAL, FEATURES, INDEX, References, build_features
 from models.mapping import load_data
@@ -63,6 +64,21 @@ def capacity_thresholds(
         # never flag on an uninformative zero score
         hold = max(hold, 1e-4)
         out[lab] = {"hold": hold, "review": min(max(review, 1e-4), hold)}
+    return out
+
+
+def hold_precision(
+    Y: np.ndarray,
+    scores: np.ndarray,
+    thresholds: dict[str, dict[str, float]],
+    labels: Sequence[str],
+) -> dict[str, float | None]:
+    """Per label, the share of parcels at or above its hold threshold that have the label:
+    the hit rate that exams of its holds should show (None if nothing would be held)."""
+    out: dict[str, float | None] = {}
+    for j, lab in enumerate(labels):
+        held = scores[:, j] >= thresholds[lab]["hold"]
+        out[lab] = float(Y[held, j].mean()) if held.any() else None
     return out
 
 
@@ -200,6 +216,14 @@ def train(
     fitted = _fit(ds, tr, cfg, served_refs)
     va_scores = fitted.model.predict_proba(fitted.features(va))
     thresholds = capacity_thresholds(va_scores, cfg.hold_capacity, cfg.review_capacity, ds.labels)
+    # drift reference (parcel models: their features are what the worker watches): features
+    # as trained on; scores on rows the model has not seen (in-sample scores of boosted
+    # trees are sharper than any live traffic's)
+    drift = None
+    if ds.table is None:
+        gain = importance(fitted.model)
+        drift = fit_reference(va_scores, ds.labels, thresholds, fitted.X_fit, gain).to_dict()
+    validation_precision = hold_precision(ds.Y[va], va_scores, thresholds, ds.labels)
     va_final = va[ds.final[va]]
     va_metrics = evaluate_scores(
         ds.Y[va_final],
@@ -225,6 +249,8 @@ def train(
     meta = {
         **fitted.meta,
         "n_features": len(fitted.meta["features"]),
+        "drift": drift,
+        "validation_precision": validation_precision,
         "feature_medians": [None if np.isnan(m) else float(m) for m in medians],
         "constant_features": constant_features(fitted.X_fit, fitted.meta["features"]),
         "thresholds": thresholds,

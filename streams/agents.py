@@ -24,6 +24,7 @@ from models.filers import counted, named_entry
 from models.outputs import Source
 from models.pipeline import (
     Ctx,
+    Exam,
     Failures,
     Incoming,
     StageMessage,
@@ -40,6 +41,7 @@ from models.rules import HoldCap, RulesFile
 from models.sampling import Sampler
 from models.stream_time import StreamTime
 from streams import envelopes, metrics
+from streams.monitoring import DriftWatch
 from streams.outbox import Outbox
 from streams.publishing import scored
 from streams.serving import ModelServer, follow
@@ -66,7 +68,7 @@ def per_event(events: Sequence[EventT]) -> Ctx:
     return lambda i: in_event(events[i])
 
 
-def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
+def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch) -> Tables:
     kinds = {
         s.topic("manifest_topic"): "manifest",
         s.topic("entries_topic"): "entry",
@@ -99,9 +101,7 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
     def outbox() -> Outbox:
         return Outbox(app, outputs, s.partitions)
 
-    def unpack(
-        events: Sequence[EventT], box: Outbox
-    ) -> tuple[list[EventT], list[StageMessage]]:
+    def unpack(events: Sequence[EventT], box: Outbox) -> tuple[list[EventT], list[StageMessage]]:
         """Records of stage envelopes, each with its envelope's event (so its partition).
 
         Stage messages are ours, but a corrupt one still goes to the dead letters.
@@ -175,7 +175,10 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             box = outbox()
             evs, msgs = unpack(events, box)
             dead: Failures = []
-            parcels = shipper_batch(msgs, tables.shippers, ctx=per_event(evs), dead=dead)
+            exams: list[Exam] = []
+            parcels = shipper_batch(
+                msgs, tables.shippers, ctx=per_event(evs), dead=dead, exams=exams
+            )
             box.parked("shipper", dead)
             event_of = {id(m): ev for ev, m in zip(evs, msgs, strict=True)}
             parcel_events = [event_of[id(p)] for p in parcels]
@@ -185,16 +188,29 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             parcel_events = [parcel_events[i] for i in keep]
             if not parcels:
                 await box.settle(tables.shippers)
+                metrics.count_exams(exams)
                 continue
             started = time.perf_counter()
-            scorer = server.scorer  # one model per batch, even if a promotion lands meanwhile
+            # one model (and shadow) per batch, even if a promotion lands meanwhile
+            scorer, shadow = server.scorer, server.candidate()
             reloaded = rules.refresh()
             if reloaded:
                 metrics.RULE_RELOADS.labels(reloaded).inc()
             unscored: Failures = []
             res = score_batch(
-                parcels, scorer, pkey, rules.rules, cap, dead=unscored, sampler=sampler
+                parcels,
+                scorer,
+                pkey,
+                rules.rules,
+                cap,
+                dead=unscored,
+                sampler=sampler,
+                shadow=shadow,
             )
+            drift.observe(scorer, res.scored, time.time())
+            if shadow is not None:
+                drift.observe(shadow, res.shadowed, time.time())
+                metrics.SHADOW_FAILURES.inc(res.shadow_failures)
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(parcels))
             box.send(scored(res))
@@ -204,12 +220,18 @@ def register(app: faust.App, s: Settings, server: ModelServer) -> Tables:
             await box.settle(
                 tables.shippers,
                 remember=partial(
-                    record_decisions, decided, res.flagged, tables.shippers, decided_events
+                    record_decisions,
+                    decided,
+                    res.flagged,
+                    scorer.version,
+                    tables.shippers,
+                    decided_events,
                 ),
             )
             metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)
             views = [p["view"] for p in decided]  # one per decision, in order
             metrics.count_filers(counted(views, res.decisions, s.topic("entries_topic")))
+            metrics.count_exams(exams)
 
     @app.task
     async def follow_promotions() -> None:

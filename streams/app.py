@@ -53,9 +53,11 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
     )
     _serve_metrics(app)
     _serve_liveness(app)
+    drift = monitoring.DriftWatch(s.drift_window_s, s.drift_min_count)
     # the app carries its tables (monitoring, tests); faust.App declares no such attribute
-    app.tables_ = agents.register(app, s, server)  # type: ignore[attr-defined]
-    monitoring.register(app, app.tables_)  # type: ignore[attr-defined]
+    app.tables_ = agents.register(app, s, server, drift)  # type: ignore[attr-defined]
+    tables = app.tables_  # type: ignore[attr-defined]
+    monitoring.register(app, tables, drift, lambda: server.versions())
     return app
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,7 +61,14 @@ def cmd_worker(a: argparse.Namespace) -> int:
     from models.registry import ArtifactError, load
     from models.rules import RulesError
     from streams.app import create_app
-    from streams.serving import ModelServer, limit_model_threads, promoted
+    from streams.serving import (
+        CONTROL_KEY,
+        SHADOW_KEY,
+        ModelServer,
+        limit_model_threads,
+        promoted,
+        verified,
+    )
     from streams.topics import ensure_topics
 
     s = _settings(a).with_(
@@ -79,11 +86,17 @@ def cmd_worker(a: argparse.Namespace) -> int:
     )
     s.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     asyncio.run(ensure_topics(s))
-    promotion, control_offset = asyncio.run(promoted(s))
-    version = s.model_version or (promotion or {}).get("version")
+    latest, control_offset = asyncio.run(promoted(s))
+    version = s.model_version or latest.get(CONTROL_KEY, {}).get("version")
+    shadow = None
+    if latest.get(SHADOW_KEY, {}).get("version"):
+        try:  # a shadow that does not load is no reason not to serve
+            shadow = verified(s.model_dir, latest[SHADOW_KEY])
+        except ArtifactError as exc:
+            _error(exc, "no shadow")
     try:
         artifact = load(s.model_dir, version)
-        server = ModelServer(s, artifact, control_offset)
+        server = ModelServer(s, artifact, control_offset, shadow)
     except (ArtifactError, ValueError) as exc:
         _error(exc)
         return 2
@@ -112,16 +125,42 @@ def cmd_promote(a: argparse.Namespace) -> int:
     from streams.topics import ensure_topics
 
     s = _settings(a)
+    if (a.version is None) != a.stop_shadow:
+        _error("name a VERSION to promote, or --stop-shadow alone")
+        return 2
     try:
         asyncio.run(ensure_topics(s))
-        record = asyncio.run(promote(s, a.version, a.by))
+        record = asyncio.run(promote(s, a.version, a.by, shadow=a.shadow or a.stop_shadow))
     except ArtifactError as exc:
         _error(exc, "refused")
         return 2
+    if record["version"] is None:
+        err.print(f"stopped the shadow on {s.topic('control_topic')}")
+        return 0
     err.print(
-        f"promoted {record['version']} (sha256 {record['sha256'][:12]}...) "
-        f"on {s.topic('control_topic')}"
+        f"{'shadow' if a.shadow else 'promoted'} {record['version']} "
+        f"(sha256 {record['sha256'][:12]}...) on {s.topic('control_topic')}"
     )
+    return 0
+
+
+def cmd_monitor(a: argparse.Namespace) -> int:
+    import orjson
+
+    from streams.monitor import monitor, show
+
+    try:
+        since = (
+            datetime.fromisoformat(a.since) if a.since else datetime.now(UTC) - timedelta(days=1)
+        )
+    except ValueError:
+        _error(f"--since {a.since!r} is not an ISO 8601 time")
+        return 2
+    summary = asyncio.run(monitor(_settings(a), int(since.timestamp() * 1000)))
+    if a.json:
+        sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+    else:
+        show(summary, out)
     return 0
 
 
@@ -247,7 +286,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     try:
         artifact = load_named(a.model, s.model_dir, tables=True)
         ds = load_data(Path(a.data), Path(a.mapping) if a.mapping else None)
-        result, path = report.evaluate(artifact, ds, Path(a.out))
+        split_at = _utc(a.split_at).timestamp() if a.split_at else None
+        result, path = report.evaluate(artifact, ds, Path(a.out), split_at)
     except (ArtifactError, ValueError) as exc:
         _error(exc)
         return 2
@@ -305,13 +345,13 @@ def cmd_filers(a: argparse.Namespace) -> int:
     try:
         datetime.fromisoformat(a.since or "2000-01-01")
     except ValueError:
-        err.print(f"[red]error:[/] --since {a.since!r} is not an ISO 8601 time")
+        _error(f"--since {a.since!r} is not an ISO 8601 time")
         return 2
     cards = asyncio.run(filer_cards(_settings(a), a.since))
     if a.code:
         code = a.code.upper()
         if code not in cards:
-            err.print(f"[red]error:[/] no entries of filer {code}")
+            _error(f"no entries of filer {code}")
             return 2
         cards = {code: cards[code]}
     if a.json:
@@ -584,10 +624,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scores-out",
         help="write id, time, each label's score and the action per row (CSV; .parquet: Parquet)",
     )
+    ev.add_argument(
+        "--split-at",
+        help="ISO 8601 time dividing the data's two periods for the drift section "
+        "(default: its median event time)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("promote", help="make running workers serve a model version")
-    pr.add_argument("version")
+    pr.add_argument("version", nargs="?", help="the artifact version to promote")
+    pr.add_argument(
+        "--shadow",
+        action="store_true",
+        help="score it beside the serving model on every decision; holds stay the serving one's",
+    )
+    pr.add_argument("--stop-shadow", action="store_true", help="end the shadow")
     pr.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who promotes")
     pr.set_defaults(func=cmd_promote)
 
@@ -597,6 +648,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     fi.add_argument("--json", action="store_true", help="JSON lines, for pipes")
     fi.add_argument("--evidence", action="store_true", help="the entries behind each figure")
     fi.set_defaults(func=cmd_filers)
+
+    mo = sub.add_parser(
+        "monitor", help="models in production: decisions, actions, drift, hit rates, shadow"
+    )
+    mo.add_argument("--since", help="decisions from this ISO 8601 time on (default: a day ago)")
+    mo.add_argument("--json", action="store_true", help="one JSON object instead of tables")
+    mo.set_defaults(func=cmd_monitor)
 
     dp = sub.add_parser("dispose", help="report an exam outcome for a parcel")
     dp.add_argument("hawb")

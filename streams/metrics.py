@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
+from typing import Any
 
 from faust.sensors.prometheus import FaustMetrics
-from prometheus_client import REGISTRY, Counter, Histogram, Info
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
+
+from models.pipeline import Exam
+from models.records import CATEGORIES
 
 PREFIX = "parcel_risk_"
 FAUST_PREFIX = "faust"
@@ -50,6 +54,13 @@ LATENCY_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
 MODEL = Info("parcel_risk_model", "The model version being served")
+SHADOW_MODEL = Info(
+    "parcel_risk_shadow_model", "The candidate scored beside the serving model (empty: none)"
+)
+SHADOW_FAILURES = Counter(
+    "parcel_risk_shadow_failures_total",
+    "Batches the shadow model failed on: decided by the serving model, without the shadow",
+)
 MODEL_LOADS = Counter("parcel_risk_model_loads_total", "Model load attempts", ["result"])
 RULE_RELOADS = Counter("parcel_risk_rule_reloads_total", "Rules file reloads", ["result"])
 TABLE_OPERATIONS = Counter(
@@ -67,6 +78,54 @@ AGENT_CRASHES = Counter(
     "parcel_risk_agent_crashes_total",
     "Agents that stopped on an exception; the worker then exits non-zero to be restarted",
     ["agent"],
+)
+
+# Drift (streams/monitoring.py DriftWatch): per worker, over its own sliding window. Each
+# worker sees the parcels of its own partitions (a random share of the shippers), so every
+# worker's figure estimates the same drift; across workers take the lowest,
+# `min by (label) (parcel_risk_score_psi)`, so that one worker with an odd mix of shippers
+# does not raise an alert that the others do not confirm.
+SCORE_PSI = Gauge(
+    "parcel_risk_score_psi",
+    "Population stability index of a label's scores: sliding window vs the training reference",
+    ["label", "model_version"],
+)
+FEATURE_PSI = Gauge(
+    "parcel_risk_feature_psi",
+    "Population stability index of a watched feature: sliding window vs the training data",
+    ["feature", "model_version"],
+)
+DRIFT_WINDOW = Gauge(
+    "parcel_risk_drift_window_parcels",
+    "Parcels in this worker's drift window (PSI is shown once it holds enough)",
+    ["model_version"],
+)
+
+# Outcomes: exams of held parcels (targeting.dispositions), by the hold's category and the
+# model version that made it. A disposition is counted by the one worker that owns its
+# shipper's partition, so summing across workers counts each exam once:
+#   hit rate = sum by (category, model_version) (increase(parcel_risk_hold_hits_total[1d]))
+#            / sum by (category, model_version) (increase(parcel_risk_examined_holds_total[1d]))
+# The validation precision is the same on every worker that serves the version: take max.
+EXAMINED_HOLDS = Counter(
+    "parcel_risk_examined_holds_total",
+    "Held parcels with an exam outcome, by the hold's category and model",
+    ["category", "model_version"],
+)
+HOLD_SEIZURES = Counter(
+    "parcel_risk_hold_seizures_total",
+    "Examined held parcels where something was seized or found undervalued",
+    ["category", "model_version"],
+)
+HOLD_HITS = Counter(
+    "parcel_risk_hold_hits_total",
+    "Examined held parcels whose outcome confirms the hold's own category",
+    ["category", "model_version"],
+)
+VALIDATION_PRECISION = Gauge(
+    "parcel_risk_validation_precision",
+    "Precision of a model's holds on its validation period (the hit rate to expect)",
+    ["category", "model_version"],
 )
 
 
@@ -114,6 +173,38 @@ def count_decisions(
     now = time.time()
     for t in event_times:
         LATENCY_SECONDS.observe(max(0.0, now - t))
+
+
+def count_exams(exams: Iterable[Exam]) -> None:
+    """Exams of holds; the three series move together (a hit rate of 0 is a series at 0,
+    not a missing one, which a PromQL division would drop)."""
+    for exam, n in Tally(exams).items():
+        EXAMINED_HOLDS.labels(exam.category, exam.model_version).inc(n)
+        HOLD_SEIZURES.labels(exam.category, exam.model_version).inc(n if exam.seizure else 0)
+        HOLD_HITS.labels(exam.category, exam.model_version).inc(n if exam.hit else 0)
+
+
+def show_model(version: str, meta: Mapping[str, Any]) -> None:
+    """A model now served: its version, and the hit rate its validation promised (none for
+    artifacts trained before it was stored). Kept after a promotion: exams of its holds
+    still arrive for days."""
+    MODEL.info({"version": version})
+    _show_validation(version, meta)
+
+
+def show_shadow(version: str, meta: Mapping[str, Any]) -> None:
+    """A shadow model now scored beside the serving one."""
+    SHADOW_MODEL.info({"version": version})
+    _show_validation(version, meta)
+
+
+def _show_validation(version: str, meta: Mapping[str, Any]) -> None:
+    for category, precision in (meta.get("validation_precision") or {}).items():
+        if precision is not None:
+            VALIDATION_PRECISION.labels(category, version).set(precision)
+    for category in CATEGORIES:  # from 0, so that increase() sees the first exams too
+        for counter in (EXAMINED_HOLDS, HOLD_SEIZURES, HOLD_HITS):
+            counter.labels(category, version)
 
 
 def count_failures(stage: str, n: int) -> None:

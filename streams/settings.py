@@ -55,6 +55,10 @@ class Settings:
     # records whose event time is further ahead of the wall clock go to the dead letters
     # (clock skew and a mislabelled time zone fit in a day; the year 9999 does not)
     max_event_ahead_s: float = 86_400.0
+    # drift: PSI over the parcels scored in the last drift_window_s, shown once the window
+    # holds drift_min_count of them (fewer say little about a distribution)
+    drift_window_s: float = 3600.0
+    drift_min_count: int = 1000
     # worker
     web_host: str = "127.0.0.1"
     web_port: int = 6066

@@ -290,7 +290,8 @@ def faust_topics(partitions: int) -> dict[str, int]:
 
     s = Settings(partitions=partitions)
     app = faust.App(s.app_id, broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False)
-    tables = agents.register(app, s, None)  # the model server is only used while running
+    # the model server and the drift watch are only used while running
+    tables = agents.register(app, s, None, None)
     topics = {t: a.channel.partitions for a in app.agents.values() for t in a.channel.topics}
     for table in (tables.bills, tables.consignees, tables.shippers):
         topics[table.changelog_topic.get_topic_name()] = table.changelog_topic.partitions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -10,12 +11,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from models.dataset import labelled_rows, read_jsonl, write_jsonl
-from models.evaluation import evaluate_model
+from models.dataset import from_generator, labelled_rows, read_jsonl, write_jsonl
+from models.drift import ALERT_PSI, reference_of
+from models.evaluation import evaluate_model, period_drift
+from models.features import INDEX, build_features
 from models.outputs import Source
 from models.pipeline import Incoming, consignee_batch, join_batch, score_batch, shipper_batch
 from models.records import CATEGORIES, MAX_RECORD_BYTES
 from models.registry import load, versions
+from models.report import drift_section
 from models.rules import RuleSet, parse
 from models.sampling import Sampler
 from models.scoring import Scorer
@@ -99,3 +103,30 @@ def test_export_marks_the_compliance_sample_and_evaluate_estimates_on_it(
     args = ["--model-dir", str(model_dir), "evaluate", "--model", version, "--data", str(data)]
     assert main([*args, "--out", str(report)]) == 0
     assert "## On the compliance sample" in (report / "report.md").read_text()
+    text = (report / "report.md").read_text()
+    assert "## Drift between two periods" in text and "| counterfeit score |" in text
+    bad = ["--split-at", "2001-01-01T00:00:00+00:00", "--out", str(tmp_path / "r2")]
+    assert main([*args, *bad]) == 0  # a split outside the data: said so in the report
+    assert "Not measured: both periods need parcels" in (tmp_path / "r2" / "report.md").read_text()
+
+
+def test_period_drift_finds_the_feature_that_moved_and_compares_with_training(
+    model_dir: Path,
+) -> None:
+    artifact = load(model_dir)
+    ds = from_generator(GeneratorConfig(seed=5), 4000)
+    boundary = float(np.median(ds.times))
+    later = ds.times >= boundary
+    ref = reference_of(artifact.meta)
+    assert ref is not None
+    name = next(iter(ref.features))
+    X = build_features(ds.views, artifact.references)
+    X[later, INDEX[name]] = X[later, INDEX[name]] * 10 + 1000  # out of the earlier range
+    d = period_drift(artifact, replace(ds, X=X), boundary)
+    assert d.sizes == (int((~later).sum()), int(later.sum()))
+    assert d.between[("feature", name)] > ALERT_PSI
+    assert d.vs_reference is not None
+    earlier_vs_training, later_vs_training = d.vs_reference[("feature", name)]
+    assert earlier_vs_training < ALERT_PSI < later_vs_training
+    lines = drift_section(d)
+    assert any(f"| {name} feature |" in line and "**shift**" in line for line in lines)

@@ -209,7 +209,7 @@ def test_valid_extreme_records_never_raise_and_always_end_somewhere(batch, score
     msgs = consignee_batch([m for _, m in res.forward], consignees)
     parcels = shipper_batch([m for _, m in msgs], shippers)
     scored = score_batch(parcels, scorer, b"k", rules, HoldCap(2))
-    record_decisions(parcels, scored.flagged, shippers)
+    record_decisions(parcels, scored.flagged, scorer.version, shippers)
 
     decided = {d["source"]["offset"] for d in scored.decisions}
     dead = {item.source.offset for item, _err in res.dead}

@@ -12,6 +12,7 @@ import orjson
 from models import history, parcel
 from models.outputs import Source
 from models.pipeline import (
+    Exam,
     Incoming,
     consignee_batch,
     join_batch,
@@ -45,10 +46,28 @@ def _disposition(hawb: str, outcome: str) -> dict[str, Any]:
     }
 
 
-def _through(batch: list[Incoming], bills: dict, consignees: dict, shippers: dict) -> list:
+def _through(
+    batch: list[Incoming],
+    bills: dict,
+    consignees: dict,
+    shippers: dict,
+    exams: list[Exam] | None = None,
+) -> list:
     res = join_batch(batch, bills, 1 << 20)
     msgs = consignee_batch([m for _, m in res.forward], consignees)
-    return shipper_batch([m for _, m in msgs], shippers)
+    return shipper_batch([m for _, m in msgs], shippers, exams=exams)
+
+
+def _two_parcels() -> tuple[dict, dict, dict, list]:
+    """Tables after two parcels of one shipper (HX12345678 and HX2), and the parcels."""
+    bills: dict = {}
+    consignees: dict = {}
+    shippers: dict = {}
+    m2 = {**MANIFEST, "hawb": "HX2"}
+    parcels = _through(
+        [_in("manifest", MANIFEST), _in("manifest", m2, 1)], bills, consignees, shippers
+    )
+    return bills, consignees, shippers, parcels
 
 
 def test_first_record_scored_then_rescored_with_both_sides() -> None:
@@ -168,21 +187,16 @@ def test_a_replay_the_next_stage_acknowledged_is_not_sent_again() -> None:
 def test_a_published_decision_is_not_made_again_on_replay() -> None:
     """Decisions are remembered only once acknowledged; a replay of one is skipped, a
     parcel never remembered is decided, and the shipper's history stays usable."""
-    bills: dict = {}
-    consignees: dict = {}
-    shippers: dict = {}
-    m2 = {**MANIFEST, "hawb": "HX2"}
-    parcels = _through(
-        [_in("manifest", MANIFEST), _in("manifest", m2, 1)], bills, consignees, shippers
-    )
+    _bills, _consignees, shippers, parcels = _two_parcels()
     assert undecided(parcels, shippers) == [0, 1]
-    record_decisions(parcels[:1], [(0, "narcotics", "hold")], shippers)  # only the first acked
+    # only the first acknowledged
+    record_decisions(parcels[:1], [(0, "fentanyl", "hold")], "m1", shippers)
     assert undecided(copy.deepcopy(parcels), shippers) == [1]
     (state,) = shippers.values()
     assert state["holds"] == 1 and state["parcels"] == 2
     # a shipper first known through a decision alone still has readable features
     fresh: dict = {}
-    record_decisions(parcels[:1], [], fresh)
+    record_decisions(parcels[:1], [], "m1", fresh)
     assert history.shipper_features(next(iter(fresh.values())), 0.0)["parcels"] == 0.0
     assert undecided(parcels, fresh) == [1]
 
@@ -194,7 +208,7 @@ def test_a_shipper_known_first_by_a_hold_survives_the_json_table() -> None:
     consignees: dict = {}
     (p,) = _through([_in("manifest", MANIFEST)], bills, consignees, {})
     shippers: dict = {}
-    record_decisions([p], [(0, "counterfeit", "hold")], shippers)
+    record_decisions([p], [(0, "counterfeit", "hold")], "m1", shippers)
     stored = {k: orjson.loads(orjson.dumps(v)) for k, v in shippers.items()}
     (state,) = stored.values()
     assert history.shipper_features(state, 1e9)["age_days"] == 0.0
@@ -205,6 +219,34 @@ def test_a_shipper_known_first_by_a_hold_survives_the_json_table() -> None:
     (p3,) = _through([_in("manifest", m3, 2)], bills, consignees, stored)
     assert p3["view"]["shipper_history"]["parcels"] == 1.0
     assert p3["view"]["shipper_history"]["age_days"] == 1.0
+
+
+def test_exam_outcomes_of_holds_name_the_hold_category_and_model_once() -> None:
+    bills, consignees, shippers, parcels = _two_parcels()
+    record_decisions(
+        parcels, [(0, "counterfeit", "hold"), (1, "fentanyl", "review")], "m1", shippers
+    )
+    seized = _in("disposition", _disposition("HX12345678", "seized_ipr"), 2)
+    released = _in("disposition", _disposition("HX2", "released"), 3)  # reviewed, not held
+    got: list[Exam] = []
+    _through([seized, released], bills, consignees, shippers, got)
+    assert got == [Exam("counterfeit", "m1", "seized_ipr")]
+    assert got[0].hit and got[0].seizure
+    again: list[Exam] = []
+    _through([seized], bills, consignees, shippers, again)
+    assert again == []  # a replay is counted once
+    other = Exam("fentanyl", "m1", "seized_ipr")
+    assert other.seizure and not other.hit
+    assert not Exam("fentanyl", "m1", "released").seizure
+
+
+def test_a_bill_held_again_keeps_one_hold_with_the_latest_model_and_holds_are_bounded() -> None:
+    state = history.observe_hold(None, "H1", "fentanyl", "m1")
+    state = history.observe_hold(state, "H1", "counterfeit", "m2")
+    assert history.held(state, "H1") == ("counterfeit", "m2") and len(state["held"]) == 1
+    for i in range(history.HELD + 3):
+        state = history.observe_hold(state, f"X{i}", "fentanyl", "m2")
+    assert len(state["held"]) == history.HELD and history.held(state, "H1") is None
 
 
 def test_remembered_events_are_bounded() -> None:
