@@ -39,7 +39,7 @@ def test_hold_precision_is_the_label_share_above_the_hold_threshold() -> None:
     scores = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.1, 0.9, 0.0]])
     Y = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0]])
     t = {c: {"hold": 0.5, "review": 0.3} for c in CATEGORIES}
-    assert hold_precision(Y, scores, t) == {
+    assert hold_precision(Y, scores, t, CATEGORIES) == {
         "fentanyl": 0.5,
         "counterfeit": 1.0,
         "undervaluation": None,
