@@ -10,8 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -470,76 +468,14 @@ def cmd_watch(a: argparse.Namespace) -> int:
     return 0
 
 
-class _Stopped(Exception):
-    """SIGTERM or SIGHUP (a supervisor, a closed terminal): stop everything as Ctrl-C does."""
-
-
-def _raise_stopped(signum: int, _frame: object) -> None:
-    raise _Stopped(signal.Signals(signum).name)
-
-
 def cmd_run(a: argparse.Namespace) -> int:
-    """The demo: worker + synthetic feed in the background, live dashboard in front.
-
-    The children are watched: if one dies (a finite feed that finishes is not a death),
-    the view says which, how and the last lines of its log, the rest is stopped and `run`
-    exits 1. However `run` ends (Ctrl-C, SIGTERM, SIGHUP, or SIGKILL through the children's
-    parent-death signal) no child is left behind.
-    """
-    from streams.console import failure_panel, watch
-    from streams.supervise import Child, spawn, stop
-    from streams.topics import ensure_topics
+    """The demo (streams/demo.py): exits 1, saying why, if a child died."""
+    from streams import demo
 
     s = _settings(a)
     _log_to_file()
-    broker = [sys.executable, str(ROOT / "deploy" / "kafka" / "broker.py")]
-    port = s.bootstrap.rsplit(":", 1)[-1]
-    ours = (
-        s.bootstrap.startswith("127.0.0.1:")
-        and subprocess.run(
-            [*broker, "status", "--port", port], capture_output=True, check=False
-        ).returncode
-        != 0
-    )
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_stopped)
-    logs = ROOT / ".local" / "logs"
-    cli = [sys.executable, "-m", "streams.cli"]
-    children: list[Child] = []
-    failed: Child | None = None
-    try:
-        if ours:
-            subprocess.run([*broker, "start", "--port", port], check=True)
-        asyncio.run(ensure_topics(s))
-        children.append(spawn("worker", [*cli, "worker"], logs / "worker.log", ROOT))
-        feed_args = ["generate", "--count", str(a.count), "--rate", str(a.rate)]
-        feed_args += ["--bad-fraction", str(a.bad_fraction), "--seed", str(int(time.time()))]
-        children.append(spawn("feed", [*cli, *feed_args], logs / "feed.log", ROOT, may_finish=True))
-        err.print(
-            f"worker pid {children[0].pid}, feed pid {children[1].pid}; "
-            f"logs in {logs}; Ctrl-C stops"
-        )
-        failed = asyncio.run(watch(s, a.seconds, children)).failed
-    except (KeyboardInterrupt, _Stopped):
-        pass
-    finally:
-        # clean-up must finish: a second Ctrl-C or a closed terminal must not cut it short
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        for child in reversed(children):
-            stop(child)
-        if ours:
-            subprocess.run(
-                [*broker, "stop", "--port", port],
-                check=False,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        with contextlib.suppress(OSError):
-            if failed is not None and not err.is_terminal:
-                err.print(failure_panel(failed))  # a terminal has it in the view already
-            stopped = ", ".join(f"the {c.name}" for c in reversed(children) if c is not failed)
-            err.print(f"stopped {stopped or 'nothing'}" + (" and the broker" if ours else ""))
+    feed = ["--count", str(a.count), "--rate", str(a.rate), "--bad-fraction", str(a.bad_fraction)]
+    failed = demo.run(s, [*feed, "--seed", str(int(time.time()))], a.seconds, err)
     if failed is not None:
         with contextlib.suppress(OSError):
             _error(failed.failure())
