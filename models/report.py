@@ -155,16 +155,13 @@ def write_report(
     if sampled:
         lines += _sample_table(sampled)
     if memorisation:
-        lines += [
-            "## Memorisation check",
-            "",
+        lines += _section(
+            "Memorisation check",
             "The same figures on rows whose key columns were seen in training and on rows "
             "never seen (each group ranked on its own). A model that remembers rather than "
             "generalises does well only on the first.",
-            "",
-            "| " + " | ".join(head) + " |",
-            "|" + "---|" * len(head),
-        ]
+            head,
+        )
         for group, group_metrics in memorisation.items():
             for lab, m in group_metrics.items():
                 lines.append(row(f"{lab}, {group} ({m['n']:,} rows)", m))
@@ -176,20 +173,22 @@ def write_report(
     return path
 
 
+def _section(title: str, text: str, head: Sequence[str]) -> list[str]:
+    """A report section's first lines: its title, a sentence, and the head of its table."""
+    return [f"## {title}", "", text, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
 def _sample_table(sampled: Mapping[str, Mapping[str, float]]) -> list[str]:
     """The same measures estimated on the compliance sample (unbiased)."""
     head = ["label", "sampled", "violative", "rate (95% CI)"] + [
         f"{k}@{n}%" for n in TOP_PERCENTS for k in ("P", "R")
     ]
-    lines = [
-        "## On the compliance sample",
-        "",
+    lines = _section(
+        "On the compliance sample",
         "Estimated on the randomly sampled parcels only, each weighted by 1 / its sampling "
         "rate: the figures above count only what was examined, which is what targeting chose.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+        head,
+    )
     for lab, m in sampled.items():
         cells = [lab, f"{m['sampled']:.0f}", f"{m['violative']:.0f}"]
         cells.append(f"{m['rate']:.3f} ({m['low']:.3f}-{m['high']:.3f})")
