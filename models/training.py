@@ -40,6 +40,8 @@ class TrainConfig:
     hold_capacity: float = 0.005  # share of parcels each label may hold (exam capacity)
     review_capacity: float = 0.02  # share each label may send to analyst review
     max_iter: int = 300
+    learning_rate: float = 0.06
+    max_leaf_nodes: int = 31
 
 
 def data_hash(ds: LabelledSet) -> str:
@@ -140,6 +142,8 @@ def _fit_table(ds: LabelledSet, rows: np.ndarray, cfg: TrainConfig) -> Fitted:
         labels=ds.labels,
         categorical_features=encoder.categorical_indices,
         max_iter=cfg.max_iter,
+        learning_rate=cfg.learning_rate,
+        max_leaf_nodes=cfg.max_leaf_nodes,
         random_state=cfg.seed,
     ).fit(X, ds.Y[rows])
     meta = {
@@ -174,6 +178,8 @@ def _fit(
         labels=CATEGORIES,
         categorical_features=[INDEX[c] for c in CATEGORICAL],
         max_iter=cfg.max_iter,
+        learning_rate=cfg.learning_rate,
+        max_leaf_nodes=cfg.max_leaf_nodes,
         random_state=cfg.seed,
     ).fit(X[rows], ds.Y[rows])
     meta = {"references": refs.to_dict(), "features": list(FEATURES)}
