@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 from models import nomenclature as hs
 from models import parcel
 from models.parcel import DE_MINIMIS_USD, ParcelView
+from models.records import Record
 
 NAN = math.nan
 
@@ -168,91 +170,174 @@ def _name_suspect(name: str) -> float:
     return 1.0 if any(c.isdigit() for c in name) or len(parts) < 2 or len(name) < 5 else 0.0
 
 
-def _row(v: ParcelView, refs: References) -> list[float]:
-    m, e = v.get("manifest"), v.get("entry")
-    mv = parcel.manifest_value_usd(m) if m is not None else NAN
-    ev = parcel.entry_value_usd(e) if e is not None else NAN
-    value = parcel.value_usd(v)
-    weight = parcel.weight_kg(v)
-    code = parcel.hs_code(v)
-    if value > 0 and weight > 0:
-        log_vpk = math.log(value / weight)
-        vs_ref = log_vpk - refs.median_log_vpk(code) if code else NAN
-    else:
-        log_vpk = vs_ref = NAN
-    desc = parcel.description(v)
-    lowered = desc.lower()
-    words = hs.tokens(desc)
+@lru_cache(maxsize=1 << 16)  # a consignee's name comes with each of its parcels
+def _consignee_facts(name: str) -> tuple[float, float]:
+    return float(parcel.is_business(name)), _name_suspect(name)
+
+
+@lru_cache(maxsize=1 << 16)  # the same descriptions recur (a shipper's goods)
+def _description_facts(desc: str) -> tuple[float, float, float, float]:
+    """vague, brand, cover phrase, word count."""
     raw_words = parcel.words(desc)
-    overlap = len(words & hs.code_tokens(code)) / len(words) if code and words else NAN
-    shipper, consignee = parcel.parties(v)
-    quantity = float(sum(line["quantity"] for line in e["lines"])) if e is not None else NAN
-    pieces = float(m["pieces"]) if m is not None else NAN
-    if m is not None and e is not None:
-        e_desc = hs.tokens(" ".join(line["description"] for line in e["lines"]))
-        m_desc = hs.tokens(m["description"])
-        union = m_desc | e_desc
-        desc_mm = 1.0 - len(m_desc & e_desc) / len(union) if union else 0.0
-        cons_mm = float(
-            parcel.normalise(m["consignee"]["name"]) != parcel.normalise(e["consignee"]["name"])
-        )
-        m_hts = m.get("hts")
-        hts_mm = float(m_hts[:4] != code[:4]) if m_hts else NAN
-        pcs_mm = float(abs(quantity - pieces) > max(2.0, 0.5 * pieces))
-        ratio = ev / mv if mv > 0 else NAN
-    else:
-        desc_mm = cons_mm = hts_mm = pcs_mm = ratio = NAN
-    sh = v.get("shipper_history") or {}
-    ch = v.get("consignee_history") or {}
-    deliver = e.get("final_deliver_to") if e is not None else None
-    return [
-        float(m is not None),
-        float(e is not None),
-        value,
-        mv,
-        ev,
-        ratio,
-        weight,
-        log_vpk,
-        vs_ref,
-        DE_MINIMIS_USD - value,
-        float(0.85 * DE_MINIMIS_USD <= value < DE_MINIMIS_USD),
-        float(code[:2]) if code else NAN,
-        float(code[:4]) if code else NAN,
-        float(hs.risk_group(code)) if code else NAN,
-        float(hs.is_known(code)) if code else NAN,
-        float(_ORIGIN_INDEX.get(shipper["country"], len(ORIGINS))),
-        float(_ENTRY_TYPE_INDEX[e["entry_type"]]) if e is not None else NAN,
-        pieces,
-        float(len(e["lines"])) if e is not None else NAN,
-        quantity,
-        math.log(value / quantity) if value > 0 and quantity > 0 else NAN,
+    return (
         float(parcel.vague(desc)),
         float(bool(raw_words & hs.BRAND_TERMS)),
-        float(any(p in lowered for p in hs.COVER_PHRASES)),
-        overlap,
+        float(any(p in desc.lower() for p in hs.COVER_PHRASES)),
         float(len(raw_words)),
+    )
+
+
+@lru_cache(maxsize=1 << 16)
+def _code_facts(code: str) -> tuple[float, float, float, float]:
+    """chapter, heading, risk group, known; all NaN without a code."""
+    if not code:
+        return NAN, NAN, NAN, NAN
+    return float(code[:2]), float(code[:4]), float(hs.risk_group(code)), float(hs.is_known(code))
+
+
+@lru_cache(maxsize=1 << 16)
+def _overlap(desc: str, code: str) -> float:
+    """Share of the description's stems that the HS code's own descriptions use."""
+    words = hs.tokens(desc)
+    return len(words & hs.code_tokens(code)) / len(words) if code and words else NAN
+
+
+@lru_cache(maxsize=1 << 16)
+def _differs(a: str, b: str) -> float:
+    """Two names or addresses that do not normalise to the same text."""
+    return float(parcel.normalise(a) != parcel.normalise(b))
+
+
+def _mismatches(m: Record, e: Record, code: str) -> tuple[float, float, float]:
+    """Manifest against entry: description (1 - Jaccard of stems), consignee, HTS heading."""
+    e_desc = hs.tokens(" ".join(line["description"] for line in e["lines"]))
+    m_desc = hs.tokens(m["description"])
+    union = m_desc | e_desc
+    m_hts = m.get("hts")
+    return (
+        1.0 - len(m_desc & e_desc) / len(union) if union else 0.0,
+        _differs(m["consignee"]["name"], e["consignee"]["name"]),
+        float(m_hts[:4] != code[:4]) if m_hts else NAN,
+    )
+
+
+_NO_MISMATCH = (NAN, NAN, NAN)
+
+
+def _text_row(v: ParcelView, code: str) -> tuple[float, ...]:
+    """The Python part of a row, in `_RAW` order: raw numbers, and string facts (cached)."""
+    m, e = v.get("manifest"), v.get("entry")
+    desc = parcel.description(v)
+    shipper, consignee = parcel.parties(v)
+    deliver = e.get("final_deliver_to") if e is not None else None
+    return (
+        float(m is not None),
+        float(e is not None),
+        parcel.manifest_value_usd(m) if m is not None else NAN,
+        parcel.entry_value_usd(e) if e is not None else NAN,
+        float(m["weight_kg"]) if m is not None else NAN,
+        float(m["pieces"]) if m is not None else NAN,
+        float(sum(line["quantity"] for line in e["lines"])) if e is not None else NAN,
+        float(len(e["lines"])) if e is not None else NAN,
+        float(_ENTRY_TYPE_INDEX[e["entry_type"]]) if e is not None else NAN,
+        float(_ORIGIN_INDEX.get(shipper["country"], len(ORIGINS))),
+        *_code_facts(code),
+        *_description_facts(desc),
+        _overlap(desc, code),
         float(parcel.is_business(shipper["name"])),
-        float(parcel.is_business(consignee["name"])),
-        _name_suspect(consignee["name"]),
-        desc_mm,
-        cons_mm,
-        hts_mm,
-        pcs_mm,
+        *_consignee_facts(consignee["name"]),
+        *(_mismatches(m, e, code) if m is not None and e is not None else _NO_MISMATCH),
         float(bool(e and e.get("listing_url"))),
         float(bool(e and e.get("marketplace"))),
-        float(parcel.normalise(deliver) != parcel.normalise(consignee["address"]))
-        if deliver
-        else NAN,
-        *(float(sh.get(k, NAN)) for k in SHIPPER_HISTORY),
-        *(float(ch.get(k, NAN)) for k in CONSIGNEE_HISTORY),
-    ]
+        _differs(deliver, consignee["address"]) if deliver else NAN,
+    )
+
+
+_RAW = (
+    "has_manifest",
+    "has_entry",
+    "manifest_value_usd",
+    "entry_value_usd",
+    "weight_kg",
+    "pieces",
+    "quantity",
+    "n_lines",
+    "entry_type",
+    "origin",
+    "hs_chapter",
+    "hs_heading",
+    "hs_risk_group",
+    "hs_known",
+    "desc_vague",
+    "desc_brand",
+    "desc_cover_phrase",
+    "desc_words",
+    "desc_hs_overlap",
+    "shipper_business",
+    "consignee_business",
+    "consignee_name_suspect",
+    "desc_mismatch",
+    "consignee_mismatch",
+    "hts_mismatch",
+    "listing_url",
+    "marketplace",
+    "deliver_to_differs",
+)
+_NANS = (NAN,) * max(len(SHIPPER_HISTORY), len(CONSIGNEE_HISTORY))
+_NO_HISTORY: Mapping[str, float] = {}
+
+
+def _history(figures: list[Mapping[str, float] | None], keys: Sequence[str]) -> np.ndarray:
+    """(n, len(keys)) of a history's figures, NaN where the parcel has none."""
+    return np.array(
+        [tuple(map((f or _NO_HISTORY).get, keys, _NANS)) for f in figures], dtype=np.float64
+    ).reshape(len(figures), len(keys))
+
+
+def _log(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """log(x) where `ok`, else NaN. By `math.log`: numpy's SIMD log differs from libm's in
+    the last bit now and then, and a feature must not move with the numpy build."""
+    out = np.full(len(x), NAN)
+    out[ok] = np.fromiter(map(math.log, x[ok].tolist()), dtype=np.float64, count=int(ok.sum()))
+    return out
 
 
 def build_features(views: Sequence[ParcelView], refs: References) -> np.ndarray:
     """Views -> float32 matrix (len(views), len(FEATURES)); missing inputs are NaN.
 
-    The rows are Python floats, converted to float32 in one pass over the batch."""
+    Strings need Python once per row (their facts cached: descriptions, names and codes
+    recur); everything computed from numbers is done on the batch's columns."""
     if not views:
         return np.empty((0, len(FEATURES)), dtype=np.float32)
-    return np.array([_row(v, refs) for v in views], dtype=np.float32)
+    codes = [parcel.hs_code(v) for v in views]
+    raw = np.array([_text_row(v, c) for v, c in zip(views, codes, strict=True)])
+    col = {name: raw[:, j] for j, name in enumerate(_RAW)}
+    medians = {c: refs.median_log_vpk(c) for c in set(codes) if c}
+    median = np.array([medians.get(c, NAN) for c in codes])
+    has_e = col["has_entry"] == 1.0
+    both = (col["has_manifest"] == 1.0) & has_e
+    mv, ev, weight = col["manifest_value_usd"], col["entry_value_usd"], col["weight_kg"]
+    pieces, quantity = col["pieces"], col["quantity"]
+    value = np.where(has_e, ev, mv)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_vpk = _log(value / weight, (value > 0) & (weight > 0))
+        log_unit = _log(value / quantity, (value > 0) & (quantity > 0))
+        ratio = np.where(both & (mv > 0), ev / mv, NAN)
+    pcs_mm = np.where(both, np.abs(quantity - pieces) > np.maximum(2.0, 0.5 * pieces), NAN)
+    col |= {
+        "declared_value_usd": value,
+        "entry_to_manifest_value_ratio": ratio,
+        "log_value_per_kg": log_vpk,
+        "value_per_kg_vs_hs_median": log_vpk - median,
+        "threshold_gap_usd": DE_MINIMIS_USD - value,
+        "just_under_threshold": (value >= 0.85 * DE_MINIMIS_USD) & (value < DE_MINIMIS_USD),
+        "log_unit_value": log_unit,
+        "pieces_mismatch": pcs_mm,
+        "has_listing_url": col["listing_url"],
+        "has_marketplace": col["marketplace"],
+    }
+    shipper = _history([v.get("shipper_history") for v in views], SHIPPER_HISTORY)
+    consignee = _history([v.get("consignee_history") for v in views], CONSIGNEE_HISTORY)
+    col |= {f"shipper_{k}": shipper[:, j] for j, k in enumerate(SHIPPER_HISTORY)}
+    col |= {f"consignee_{k}": consignee[:, j] for j, k in enumerate(CONSIGNEE_HISTORY)}
+    return np.column_stack([col[name] for name in FEATURES]).astype(np.float32)
