@@ -7,8 +7,9 @@ sentence is about (the declared value, the threshold gap and the entry/manifest 
 one value), so correlated features do not hide each other's contribution. The perturbed
 rows of a batch go through one model call per category explained, which runs only that
 category's trees (the parcels' own scores come from the scoring pass), and only values
-that can make a reason are perturbed: a missing (NaN) value, a value already typical or a
-feature without a sentence never is one.
+that can make a reason are perturbed: a missing (NaN) value, a value already typical, a
+feature without a sentence or one whose sentence is no evidence for the category never is
+one (its sentence is made first; model rows cost more than sentences).
 
 A reason is the analyst's case for opening the parcel, so a candidate is kept only if it
 is a true sentence about a value that exists and is evidence for the category being
@@ -123,7 +124,17 @@ def explain(
     med = np.asarray(medians, dtype=np.float32)
     movable = np.isfinite(X) & (med[None, :] != X)  # (n, f): values occlusion can change
     cand = (movable[:, None, :] & _MEMBERS[None, :, :]).any(axis=2)  # (n, groups)
-    rows, groups = np.nonzero(cand)
+    # a fact is perturbed only if its sentence exists and speaks for the category explained:
+    # no other can be a reason, so its drop need not be known (the model rows are the cost)
+    facts = [Facts(X[i], views[i], refs, medians) for i in range(n)]
+    kept: list[tuple[int, int, str]] = []
+    for i, g in zip(*np.nonzero(cand), strict=True):
+        r = _say(GROUPS[g][0], facts[i])
+        if r is not None and CATEGORIES[labels[i]] in r.supports:
+            kept.append((i, g, r.text))
+    rows = np.array([i for i, _g, _t in kept], dtype=np.intp)
+    groups = np.array([g for _i, g, _t in kept], dtype=np.intp)
+    texts_of = [t for _i, _g, t in kept]
     drops = np.empty(0)
     if len(rows):
         change = movable[rows] & _MEMBERS[groups]
@@ -136,17 +147,14 @@ def explain(
     out: list[list[str]] = []
     start = np.searchsorted(rows, np.arange(n + 1))  # rows are sorted by parcel
     for i in range(n):
-        category = CATEGORIES[labels[i]]
-        facts = Facts(X[i], views[i], refs, medians)
         mine = np.arange(start[i], start[i + 1])
         texts: list[str] = []
         for k in mine[np.argsort(-drops[mine], kind="stable")]:
             if drops[k] < MIN_DROP or len(texts) >= top:
                 break
-            r = _say(GROUPS[groups[k]][0], facts)
-            if r is not None and category in r.supports and r.text not in texts:
-                texts.append(r.text)
-        out.append(texts or [FALLBACK[category]])
+            if texts_of[k] not in texts:
+                texts.append(texts_of[k])
+        out.append(texts or [FALLBACK[CATEGORIES[labels[i]]]])
     return out
 
 

@@ -517,7 +517,8 @@ class Counting:
 def test_reasons_cost_one_model_call_per_category_over_explainable_values(model_dir) -> None:  # type: ignore[no-untyped-def]
     """On the worker's hot path: the scorer's own scores serve as the base, so explaining a
     batch is one call per category explained, running that category's trees only, one row
-    per flagged parcel and fact with a value that is neither missing nor already typical."""
+    per flagged parcel and fact with a value that is neither missing nor already typical and
+    whose sentence is evidence for the category (no other fact can be a reason)."""
     artifact = load(model_dir)
     model = Counting(artifact.model)
     scorer = Scorer(replace(artifact, model=model))
@@ -536,11 +537,18 @@ def test_reasons_cost_one_model_call_per_category_over_explainable_values(model_
     X = scored.features[[0, 2]]
     medians = np.asarray(artifact.feature_medians, dtype=np.float32)
     movable = np.isfinite(X) & (medians != X)
-    facts = [[INDEX[name] for name in names] for _t, names in GROUPS]
-    expected = [sum(movable[i, cols].any() for cols in facts) for i in range(2)]
+    explained = [(0, "counterfeit"), (2, "fentanyl")]
+
+    def speaks(i: int, template: Any, names: tuple[str, ...]) -> bool:
+        v, category = explained[i]
+        r = template(Facts(X[i], views[v], artifact.references, artifact.feature_medians))
+        cols = [INDEX[name] for name in names]
+        return bool(movable[i, cols].any()) and r is not None and category in r.supports
+
+    expected = [sum(speaks(i, t, names) for t, names in GROUPS) for i in range(2)]
     assert model.sizes == []  # no call runs every label's trees
-    # one call per category for the batch, none per row
-    calls = sorted(zip(["counterfeit", "fentanyl"], expected, strict=True))
+    # one call per category that has a fact to weigh, none per row
+    calls = sorted((c, k) for (_v, c), k in zip(explained, expected, strict=True) if k)
     assert sorted(model.label_sizes) == calls
     assert 0 < sum(expected) < 2 * len(GROUPS) < 2 * len(INDEX)
 
