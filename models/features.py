@@ -235,7 +235,8 @@ def _text_row(v: ParcelView, code: str) -> tuple[float, ...]:
         float(e is not None),
         parcel.manifest_value_usd(m) if m is not None else NAN,
         parcel.entry_value_usd(e) if e is not None else NAN,
-        float(m["weight_kg"]) if m is not None else NAN,
+        parcel.value_usd(v),
+        parcel.weight_kg(v),
         float(m["pieces"]) if m is not None else NAN,
         float(sum(line["quantity"] for line in e["lines"])) if e is not None else NAN,
         float(len(e["lines"])) if e is not None else NAN,
@@ -258,6 +259,7 @@ _RAW = (
     "has_entry",
     "manifest_value_usd",
     "entry_value_usd",
+    "declared_value_usd",
     "weight_kg",
     "pieces",
     "quantity",
@@ -314,18 +316,15 @@ def build_features(views: Sequence[ParcelView], refs: References) -> np.ndarray:
     col = {name: raw[:, j] for j, name in enumerate(_RAW)}
     medians = {c: refs.median_log_vpk(c) for c in set(codes) if c}
     median = np.array([medians.get(c, NAN) for c in codes])
-    has_e = col["has_entry"] == 1.0
-    both = (col["has_manifest"] == 1.0) & has_e
+    both = (col["has_manifest"] == 1.0) & (col["has_entry"] == 1.0)
     mv, ev, weight = col["manifest_value_usd"], col["entry_value_usd"], col["weight_kg"]
-    pieces, quantity = col["pieces"], col["quantity"]
-    value = np.where(has_e, ev, mv)
+    value, pieces, quantity = col["declared_value_usd"], col["pieces"], col["quantity"]
     with np.errstate(divide="ignore", invalid="ignore"):
         log_vpk = _log(value / weight, (value > 0) & (weight > 0))
         log_unit = _log(value / quantity, (value > 0) & (quantity > 0))
         ratio = np.where(both & (mv > 0), ev / mv, NAN)
     pcs_mm = np.where(both, np.abs(quantity - pieces) > np.maximum(2.0, 0.5 * pieces), NAN)
     col |= {
-        "declared_value_usd": value,
         "entry_to_manifest_value_ratio": ratio,
         "log_value_per_kg": log_vpk,
         "value_per_kg_vs_hs_median": log_vpk - median,
