@@ -97,6 +97,7 @@ FEATURES: tuple[str, ...] = (
     "consignee_parcels_today",
     "consignee_distinct_shippers",
     "consignee_prior_seizures",
+    "filer_violation_rate",  # the entry filer's, smoothed (models/filers.py Board.history)
 )
 INDEX = {name: i for i, name in enumerate(FEATURES)}
 CATEGORICAL = ("hs_chapter", "origin", "entry_type", "hs_risk_group")
@@ -246,6 +247,7 @@ def _row(v: ParcelView, refs: References) -> list[float]:
         else NAN,
         *(float(sh.get(k, NAN)) for k in SHIPPER_HISTORY),
         *(float(ch.get(k, NAN)) for k in CONSIGNEE_HISTORY),
+        float((v.get("filer_history") or {}).get("violation_rate", NAN)),
     ]
 
 

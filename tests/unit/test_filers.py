@@ -219,3 +219,26 @@ def test_the_board_smooths_a_filers_rate_toward_the_overall_one() -> None:
     board.update("9XK", {"targeted_exams": 400, "targeted_violative": 200})  # replaces
     assert (board.examined, board.violative) == (498, 208)
     assert board.history("9XK")["violation_rate"] > 0.45
+
+
+def test_training_rows_carry_the_filers_record_without_the_parcels_own_outcome() -> None:
+    """The data-set builder folds exam outcomes into filer history through the owner's
+    function and a board, as the worker does: a parcel's row never counts its own exam,
+    which arrives days later; the filer's next parcel does."""
+    from datetime import UTC, datetime, timedelta
+
+    from models.dataset import replay
+    from models.synthetic import Event, Label
+
+    start = datetime(2025, 3, 1, tzinfo=UTC)
+    events, labels = [], {}
+    for n, day in enumerate((0, 0, 30)):
+        e = _entry("9XK", n)
+        e["event_time"] = (start + timedelta(days=day, minutes=n)).isoformat()
+        events.append(Event("entry", e["hawb"], orjson.dumps(e), start + timedelta(days=day)))
+        labels[e["hawb"]] = Label(e["hawb"], e["event_time"], 0, int(n < 2), 0, 10.0, 10.0)
+    rows = replay(events, labels, exam_rate_risky=1.0, exam_rate_clean=0.0)
+    first, second, later = (r["filer_history"] for r in rows)
+    assert first["examined"] == second["examined"] == 0.0  # their own exams are not in
+    assert (later["examined"], later["violative"]) == (2.0, 2.0)
+    assert later["violation_rate"] > first["violation_rate"]
