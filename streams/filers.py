@@ -43,7 +43,7 @@ async def follow_filers(s: Settings, board: Board) -> None:
                         if not isinstance(card, dict):
                             raise ValueError("not an object")
                         board.update(m.key.decode(), card)
-                    except ValueError:  # JSON and UTF-8 errors are ValueErrors too
+                    except (ValueError, TypeError):  # JSON and UTF-8 errors are ValueErrors
                         log.error("ignoring malformed filer scorecard at offset %d", m.offset)
     finally:
         await consumer.stop()
