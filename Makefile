@@ -43,7 +43,7 @@ tools:
 	  && (apt-get update -qq && apt-get install -y -qq kcat) >/dev/null 2>&1; } \
 	  || echo "kcat not installed: the checks that use it are skipped"
 
-# a first model, trained on synthetic traffic, if none exists yet
+# a first model, trained on synthetic traffic, if none of this build (its features) exists yet
 model: setup
 	$(BIN)/parcel-risk train --if-missing
 

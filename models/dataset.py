@@ -2,8 +2,8 @@
 
 The on-disk form is JSON lines, one parcel a line:
 {"hawb", "event_time", "revision", "final", "manifest", "entry", "shipper_history",
- "consignee_history", "labels": {"fentanyl": 0|1, "counterfeit": 0|1, "undervaluation": 0|1},
- "value_usd"}
+ "consignee_history", "filer_history", "labels": {"fentanyl": 0|1, "counterfeit": 0|1,
+ "undervaluation": 0|1}, "value_usd"}
 `parcel-risk generate --dataset` writes it from synthetic traffic; `parcel-risk export`
 writes it from scored decisions joined with analyst dispositions (`labelled_rows`), where a
 row carries the served feature vector ("features", "model_version") instead of the view.
@@ -12,6 +12,7 @@ row carries the served feature vector ("features", "model_version") instead of t
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,9 +22,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from models.filers import Board, Thresholds
 from models.outputs import Source
 from models.parcel import ParcelView
-from models.pipeline import Incoming, ParcelMessage, consignee_batch, join_batch, shipper_batch
+from models.pipeline import (
+    Incoming,
+    ParcelMessage,
+    attach_filers,
+    consignee_batch,
+    filer_batch,
+    join_batch,
+    shipper_batch,
+)
 from models.records import CATEGORIES, FINDINGS, MAX_RECORD_BYTES, event_epoch
 from models.synthetic import Event, GeneratorConfig, Label, TrafficGenerator
 
@@ -127,6 +137,7 @@ def from_rows(rows: Iterable[dict], source: str) -> LabelledSet:
                     entry=r.get("entry"),
                     shipper_history=r.get("shipper_history"),
                     consignee_history=r.get("consignee_history"),
+                    filer_history=r.get("filer_history"),
                 )
             )
         ys.append([int(r["labels"][c]) for c in CATEGORIES])
@@ -161,14 +172,19 @@ def replay(
     """Run traffic through the worker's own stage functions, in event-time order.
 
     Analysts examine some parcels and their outcomes arrive days later as dispositions
-    (a share of the risky ones and a few clean ones), so shipper and consignee history
-    carries seizures exactly as it would online. One row per decision (revision); the
-    last revision of each bill is marked `final` for evaluation.
+    (a share of the risky ones and a few clean ones), so shipper, consignee and filer
+    history carry seizures exactly as they would online (the filers' through the owner's
+    function and a board, as the worker reads them), and a parcel's own outcome is never
+    in the history it is scored with. One row per decision (revision); the last revision
+    of each bill is marked `final` for evaluation.
     """
     rng = np.random.default_rng(seed)
     bills: dict = {}
     consignees: dict = {}
     shippers: dict = {}
+    filers: dict = {}
+    board = Board()
+    filer_offsets = itertools.count()  # the owner's input, in order
     pending: list[tuple[float, int, bytes, bytes]] = []  # (when, order, key, disposition)
     rows: list[dict] = []
     last_row: dict[str, int] = {}
@@ -177,8 +193,15 @@ def replay(
         res = join_batch(
             [Incoming(kind, Source("replay", 0, offset, key), raw)], bills, MAX_RECORD_BYTES
         )
+        if res.filers:
+            events = [m for _, m in res.filers]
+            at = [next(filer_offsets) for _ in events]
+            for card in filer_batch(events, at, filers, Thresholds())[0]:
+                board.update(card.filer, card.as_dict())
         msgs = consignee_batch([m for _, m in res.forward], consignees)
-        return shipper_batch([m for _, m in msgs], shippers)
+        parcels = shipper_batch([m for _, m in msgs], shippers)
+        attach_filers(parcels, board)
+        return parcels
 
     for n, ev in enumerate(events):
         t = ev.event_time.timestamp()

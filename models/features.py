@@ -99,6 +99,7 @@ FEATURES: tuple[str, ...] = (
     "consignee_parcels_today",
     "consignee_distinct_shippers",
     "consignee_prior_seizures",
+    "filer_violation_rate",  # the entry filer's, smoothed (models/filers.py Board.history)
 )
 INDEX = {name: i for i, name in enumerate(FEATURES)}
 CATEGORICAL = ("hs_chapter", "origin", "entry_type", "hs_risk_group")
@@ -339,4 +340,8 @@ def build_features(views: Sequence[ParcelView], refs: References) -> np.ndarray:
     consignee = _history([v.get("consignee_history") for v in views], CONSIGNEE_HISTORY)
     col |= {f"shipper_{k}": shipper[:, j] for j, k in enumerate(SHIPPER_HISTORY)}
     col |= {f"consignee_{k}": consignee[:, j] for j, k in enumerate(CONSIGNEE_HISTORY)}
+    col["filer_violation_rate"] = np.array(
+        [(v.get("filer_history") or _NO_HISTORY).get("violation_rate", NAN) for v in views],
+        dtype=np.float64,
+    )
     return np.column_stack([col[name] for name in FEATURES]).astype(np.float32)

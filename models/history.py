@@ -31,7 +31,7 @@ RECENT = 32
 HELD = 128
 
 
-def _short(key: str, size: int = 4) -> str:
+def short(key: str, size: int = 4) -> str:
     return hashlib.blake2b(key.encode(), digest_size=size).hexdigest()
 
 
@@ -42,19 +42,19 @@ _EVENT_BYTES = 8
 
 def _add_distinct(state: dict[str, Any], field: str, key: str) -> None:
     seen: list[str] = state.setdefault(field, [])
-    h = _short(key)
+    h = short(key)
     if h not in seen and len(seen) < MAX_DISTINCT:
         seen.append(h)
 
 
 def replayed(state: Mapping[str, Any] | None, event: str) -> bool:
     """Was this event (e.g. 'parcel:HAWB') already counted in this entity's history?"""
-    return state is not None and _short(event, _EVENT_BYTES) in state.get("recent", ())
+    return state is not None and short(event, _EVENT_BYTES) in state.get("recent", ())
 
 
 def remember(state: dict[str, Any], event: str) -> dict[str, Any]:
     """Note an event as counted; the oldest is forgotten beyond RECENT."""
-    state["recent"] = [*state.get("recent", ()), _short(event, _EVENT_BYTES)][-RECENT:]
+    state["recent"] = [*state.get("recent", ()), short(event, _EVENT_BYTES)][-RECENT:]
     return state
 
 
@@ -161,7 +161,7 @@ def consignee_features(
         }
     today = state.get("day") == int(now // DAY)
     values: Mapping[str, float] = state.get("values_today", {}) if today else {}
-    others = sum(v for h, v in values.items() if h != _short(hawb))
+    others = sum(v for h, v in values.items() if h != short(hawb))
     return {
         "parcels": float(state.get("parcels", 0)),
         "parcels_today": float(state.get("today", 0)) if today else 0.0,
@@ -189,7 +189,7 @@ def observe_consignee_parcel(
     if value == value:  # not NaN
         values = dict(s.get("values_today", {}))
         if len(values) < MAX_DISTINCT:
-            values[_short(view["hawb"])] = value
+            values[short(view["hawb"])] = value
         else:
             s["value_today_more"] = s.get("value_today_more", 0.0) + value
         s["values_today"] = values

@@ -76,6 +76,7 @@ class ParcelView(TypedDict, total=False):
     entry: Record | None
     shipper_history: Mapping[str, float] | None
     consignee_history: Mapping[str, float] | None
+    filer_history: Mapping[str, float] | None  # the entry's filer (models/filers.py)
 
 
 def primary(view: ParcelView) -> Record:

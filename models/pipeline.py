@@ -17,7 +17,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple, TypedDict
 
+from models import filers as filer_state
 from models import history, parcel
+from models.filers import Board, FilerMessage, Scorecard, Thresholds, filer_message, named_entry
 from models.join import Bill, forwarded, join_record, mark_forwarded, view_of
 from models.outputs import Decision, Hold, Source, SourceRef, decisions_and_holds
 from models.parcel import ParcelView
@@ -60,6 +62,7 @@ class OutcomeMessage(TypedDict):
 
 StageMessage = ParcelMessage | OutcomeMessage
 Forward = tuple[bytes, StageMessage]  # (next stage's key, message)
+ToFiler = tuple[bytes, FilerMessage]  # (filer code, event) for the filer's owner
 Failures = list[tuple[StageMessage, RecordError]]  # stage messages that raised, and why
 
 
@@ -95,6 +98,7 @@ class Incoming:
 class JoinResult:
     forward: list[Forward] = field(default_factory=list)
     dead: list[tuple[Incoming, RecordError]] = field(default_factory=list)
+    filers: list[ToFiler] = field(default_factory=list)  # invalid entries, exam outcomes
     # per bill joined: (index of its last record, the bill as written, newest revision)
     joined: dict[str, tuple[int, Bill, int]] = field(default_factory=dict)
     replays: int = 0  # records already joined and passed on before a crash
@@ -141,6 +145,10 @@ def join_batch(
             res.dead.append((item, out))
         elif out is not None:
             res.forward.append(out)
+    for item, _err in res.dead:
+        if item.kind == "entry" and (named := named_entry(item.raw)):
+            event = f"invalid:{Source.ident(item.source.as_dict())}"
+            res.filers.append((named[0].encode(), filer_message(named[0], "invalid", event)))
     clock.advance()
     return res
 
@@ -166,7 +174,13 @@ def _join_one(
     if item.kind == "disposition":
         if bill is None:
             return RecordError("hawb", f"no parcel known for HAWB {hawb} (never seen or expired)")
-        shipper, consignee = parcel.keys(view_of(bill, hawb))
+        view = view_of(bill, hawb)
+        shipper, consignee = parcel.keys(view)
+        entry = view.get("entry")
+        if entry is not None:  # the filer's exam record
+            filer, event = entry["filer_code"], f"{rec['outcome']}:{hawb}"
+            exam = filer_message(filer, "exam", event, hawb, outcome=rec["outcome"])
+            res.filers.append((filer.encode(), exam))
         outcome: OutcomeMessage = {
             "kind": "outcome",
             "hawb": hawb,
@@ -332,6 +346,56 @@ def shipper_batch(
 
     bad = _enrich(msgs, shippers, "shipper_key", ctx, attach, observe, dead, examined)
     return [m for i, m in enumerate(msgs) if i not in bad and m["kind"] == "parcel"]
+
+
+def filer_batch(
+    msgs: Sequence[FilerMessage],
+    offsets: Sequence[int],
+    filers: Table,
+    thresholds: Thresholds,
+    ctx: Ctx = no_ctx,
+) -> tuple[list[Scorecard], int]:
+    """The filers' owner (keyed by filer code): fold each event into its filer's state and
+    return the current scorecard of every filer touched, and how many events raised.
+
+    `offsets[i]` is the input offset of the i-th event: a filer's state keeps the last one
+    applied, so a replay of the owner's own input is skipped whole; an event replayed
+    upstream is recognised by its name (history.replayed). An event whose processing
+    raises is logged and skipped: the filer's state is left as it was.
+    """
+    touched: dict[str, int] = {}  # filer -> index of one of its events (its partition)
+    through: dict[str, int] = {}  # filer -> last offset applied before this batch
+    failures = 0
+    for i, m in enumerate(msgs):
+        code = m["filer"]
+        try:
+            with ctx(i):
+                state = filers.get(code)
+                done = through.setdefault(code, (state or {}).get("through", -1))
+                if offsets[i] <= done or history.replayed(state, m["event"]):
+                    continue
+                new = history.remember(filer_state.observe(state, m), m["event"])
+                new["through"] = offsets[i]
+                filers[code] = new
+        except Exception:
+            log.exception("filer event of %s could not be processed; skipped", code)
+            failures += 1
+            continue
+        touched[code] = i
+    cards = []
+    for code, i in touched.items():
+        with ctx(i):
+            cards.append(filer_state.card_of(code, filers.get(code), thresholds))
+    return cards, failures
+
+
+def attach_filers(parcels: Sequence[ParcelMessage], board: Board) -> None:
+    """Each parcel with an entry gets its filer's exam record from the board as it is now
+    (the worker's copy of targeting.filers; the data-set builder's own board offline)."""
+    for p in parcels:
+        entry = p["view"].get("entry")
+        if entry is not None:
+            p["view"]["filer_history"] = board.history(entry["filer_code"])
 
 
 @dataclass

@@ -430,6 +430,20 @@ def _consignee_seizures(f: Facts) -> Reason | None:
     return Reason(f"consignee had {_count(n, 'prior seizure')}", ALL)
 
 
+def _filer(f: Facts) -> Reason | None:
+    """The entry's filer, when its examined entries were violative more often than a
+    typical filer's: said with its own record (k of n), never with no violation or with
+    the smoothed rate alone, which a handful of exams hardly moves."""
+    rate, typical = f.num("filer_violation_rate"), f.typical("filer_violation_rate")
+    record = f.view.get("filer_history") or {}
+    n, k = record.get("examined", 0.0), record.get("violative", 0.0)
+    if rate is None or k < 1 or (typical is not None and rate <= typical):
+        return None
+    code = f.view["entry"]["filer_code"]  # type: ignore[index]  # no entry: no sentence
+    entries = "entry" if n == 1 else "entries"
+    return Reason(f"filer {code}: {k:,.0f} of {n:,.0f} examined {entries} violative", ALL)
+
+
 # features without a sentence here (weight, pieces, listing URL, ...) are never reasons:
 # a fact that makes no case for opening a parcel is not shown to the analyst
 TEMPLATES: dict[str, Template] = {
@@ -487,6 +501,7 @@ TEMPLATES: dict[str, Template] = {
     "consignee_parcels_today": _consignee_today,
     "consignee_distinct_shippers": _consignee_shippers,
     "consignee_prior_seizures": _consignee_seizures,
+    "filer_violation_rate": _filer,
 }
 # the facts: features that share a sentence are occluded together
 GROUPS: tuple[tuple[Template, tuple[str, ...]], ...] = tuple(

@@ -1,6 +1,11 @@
 """Faust agents: thin loops that move batches between topics, tables and the pipeline.
 
-join-bills (by HAWB) -> consignee-history (by address) -> score-parcels (by shipper).
+join-bills (by HAWB) -> consignee-history (by address) -> score-parcels (by shipper);
+join-bills (invalid entries, exam outcomes) and score-parcels (entries decided) also send
+filer events to filer-history (by filer code), the one owner of each filer's state, which
+publishes its scorecard to targeting.filers; every worker follows that topic into its
+board of filers (streams/filers.py), which score-parcels reads.
+
 Each stage reads a batch with `take_events`, calls the pure stage function with its table,
 puts what comes out in its outbox and ends the batch with `Outbox.settle`, whose order
 (outputs acknowledged, then remembered, then changelogs flushed, then offsets) is what
@@ -20,7 +25,7 @@ from typing import Any, cast
 import faust
 from faust.types import EventT
 
-from models.filers import counted, named_entry
+from models.filers import Board, FilerMessage, counted, decided
 from models.outputs import Source
 from models.pipeline import (
     Ctx,
@@ -28,7 +33,9 @@ from models.pipeline import (
     Failures,
     Incoming,
     StageMessage,
+    attach_filers,
     consignee_batch,
+    filer_batch,
     join_batch,
     record_decisions,
     record_forwarded,
@@ -41,9 +48,10 @@ from models.rules import HoldCap, RulesFile
 from models.sampling import Sampler
 from models.stream_time import StreamTime
 from streams import envelopes, metrics
+from streams.filers import follow_filers
 from streams.monitoring import DriftWatch
 from streams.outbox import Outbox
-from streams.publishing import scored
+from streams.publishing import filer_cards, scored
 from streams.serving import ModelServer, follow
 from streams.settings import Settings
 from streams.tables import Tables, define, in_event, sweep_bills
@@ -81,7 +89,9 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
     by_shipper = _raw_topic(
         app, stage_topic(s, "by-shipper"), internal=True, partitions=s.partitions
     )
+    by_filer = _raw_topic(app, stage_topic(s, "by-filer"), internal=True, partitions=s.partitions)
     outputs = {
+        "filers": _raw_topic(app, s.topic("filers_topic")),
         "decisions": _raw_topic(app, s.topic("decisions_topic")),
         "holds": _raw_topic(app, s.topic("holds_topic")),
         "deadletter": _raw_topic(app, s.topic("deadletter_topic")),
@@ -94,6 +104,7 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
     stream_time = StreamTime()  # per partition of the input topics: bills expire by it
     pkey = s.pseudonym_key.encode()
     sampler = Sampler(pkey)  # every filer at the share until filers' weekly counts are read
+    board = Board()  # every filer's scorecard as published on targeting.filers
 
     # stage batches count envelopes: about batch_size records
     envelope_batch = max(4, s.batch_size // (envelopes.MAX_RECORDS // 2))
@@ -141,16 +152,13 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
                 clock=stream_time,
                 latest=time.time() + s.max_event_ahead_s,
             )
-            metrics.count_filers(
-                (named[0], "invalid")
-                for item, _err in res.dead
-                if item.kind == "entry" and (named := named_entry(item.raw))
-            )
+            metrics.count_filers(counted(m for _key, m in res.filers))
             metrics.count_failures("join", res.failures)
             metrics.REPLAYS_SKIPPED.labels("join").inc(res.replays)
             box = outbox()
             box.dead(res.dead)
             box.forward(by_consignee, res.forward)
+            box.forward(by_filer, res.filers)
             await box.settle(
                 tables.bills,
                 remember=partial(record_forwarded, res.joined, tables.bills, per_event(events)),
@@ -197,6 +205,7 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
             if reloaded:
                 metrics.RULE_RELOADS.labels(reloaded).inc()
             unscored: Failures = []
+            attach_filers(parcels, board)
             res = score_batch(
                 parcels,
                 scorer,
@@ -215,13 +224,15 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
             metrics.BATCH_SIZE.observe(len(parcels))
             box.send(scored(res))
             box.parked("score", unscored)
-            decided = [parcels[i] for i in res.decided]
+            done = [parcels[i] for i in res.decided]
+            entries = decided([p["view"] for p in done], res.decisions, s.topic("entries_topic"))
+            box.forward(by_filer, [(m["filer"].encode(), m) for m in entries])
             decided_events = per_event([parcel_events[i] for i in res.decided])
             await box.settle(
                 tables.shippers,
                 remember=partial(
                     record_decisions,
-                    decided,
+                    done,
                     res.flagged,
                     scorer.version,
                     tables.shippers,
@@ -229,9 +240,25 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
                 ),
             )
             metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)
-            views = [p["view"] for p in decided]  # one per decision, in order
-            metrics.count_filers(counted(views, res.decisions, s.topic("entries_topic")))
+            metrics.count_filers(counted(entries))
             metrics.count_exams(exams)
+
+    @app.agent(by_filer, name="filer-history")
+    async def filer_history(stream: AsyncIterable[EventT]) -> None:
+        # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
+        async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
+            box = outbox()
+            evs, msgs = unpack(events, box)
+            cards, failures = filer_batch(
+                cast(list[FilerMessage], msgs),  # only filer events come this way
+                [ev.message.offset for ev in evs],
+                tables.filers,
+                rules.rules.filers,
+                ctx=per_event(evs),
+            )
+            metrics.count_failures("filer", failures)
+            box.send(filer_cards(cards))
+            await box.settle(tables.filers)
 
     @app.task
     async def follow_promotions() -> None:
@@ -240,6 +267,15 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
                 await follow(s, server)
             except Exception:
                 log.exception("models.control reader failed; retrying")
+                await asyncio.sleep(2.0)
+
+    @app.task
+    async def follow_filer_cards() -> None:
+        while True:  # as for promotions: a broker hiccup must not freeze the board
+            try:
+                await follow_filers(s, board)
+            except Exception:
+                log.exception("targeting.filers reader failed; retrying")
                 await asyncio.sleep(2.0)
 
     @app.timer(interval=s.bill_sweep_s)

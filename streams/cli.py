@@ -227,13 +227,18 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from models import training
-    from models.registry import versions
+    from models.registry import ArtifactError, load, versions
 
     s = _settings(a)
     out_dir = Path(a.out) if a.out else s.model_dir
     if a.if_missing and versions(out_dir):
-        err.print(f"a model already exists in {out_dir}; not training")
-        return 0
+        try:  # a model of other features (an older build's) is as good as none
+            load(out_dir)
+        except ArtifactError as exc:
+            err.print(f"{exc}: training one for this build")
+        else:
+            err.print(f"a model already exists in {out_dir}; not training")
+            return 0
     if a.data and a.train:
         _error("--data is one file to split; --train, --valid, --test are split already")
         return 2
@@ -538,7 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=100_000,
         help="without --data: train on this many synthetic parcels",
     )
-    tr.add_argument("--if-missing", action="store_true", help="only if no model exists")
+    tr.add_argument(
+        "--if-missing", action="store_true", help="only if no model of this build exists"
+    )
     tr.set_defaults(func=cmd_train)
 
     ex = sub.add_parser("export", help="decisions + dispositions -> labelled training data")

@@ -166,7 +166,8 @@ def register(
             assigned = app.consumer.assignment()
             lags = lag(assigned, monitor.tp_end_offsets, monitor.tp_committed_offsets)
             sizes = {
-                t.name: table_keys(t) for t in (tables.bills, tables.consignees, tables.shippers)
+                t.name: table_keys(t)
+                for t in (tables.bills, tables.consignees, tables.shippers, tables.filers)
             }
             gauges.update(lags, sizes, owned(assigned))
         except Exception:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import faust
 
+from models.filers import FilerMessage
 from models.pipeline import Failures, Incoming, StageMessage
 from models.records import RecordError
 from streams import envelopes, metrics
@@ -42,8 +43,10 @@ class Outbox:
         outputs = self.outputs
         self.messages.extend((outputs[o.output], None, o.key, o.value) for o in messages)
 
-    def forward(self, topic: faust.TopicT, items: Sequence[tuple[bytes, StageMessage]]) -> None:
-        """Parcels for the next stage, packed in envelopes per partition."""
+    def forward(
+        self, topic: faust.TopicT, items: Sequence[tuple[bytes, StageMessage | FilerMessage]]
+    ) -> None:
+        """Messages for the next stage (or the filers' owner), in envelopes per partition."""
         self.messages.extend(
             (topic, partition, b"", value)
             for partition, value in envelopes.pack(items, self.partitions)

@@ -1,6 +1,7 @@
 """What the worker produces, as Kafka messages: which output, which key, which bytes.
 
-The records themselves (decisions, holds, dead letters) are built in models/outputs.py;
+The records themselves (decisions, holds, dead letters) are built in models/outputs.py
+(filer scorecards in models/filers.py);
 here they get their topic and their encoding. Decisions and holds are keyed by HAWB; a
 hold goes to the holds topic and to its category's, encoded once; a dead letter keeps its
 original record's key.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from models.filers import Scorecard
 from models.outputs import Source, dead_letter
 from models.pipeline import Failures, Incoming, ScoreResult
 from models.records import RecordError, encode
@@ -34,6 +36,11 @@ def scored(res: ScoreResult) -> list[Outgoing]:
         out.append(Outgoing("holds", key, value))
         out.append(Outgoing(f"holds.{hold['category']}", key, value))
     return out
+
+
+def filer_cards(cards: Sequence[Scorecard]) -> list[Outgoing]:
+    """Filers' current scorecards, keyed by filer code (the topic is compacted)."""
+    return [Outgoing("filers", c.filer.encode(), encode(c.as_dict())) for c in cards]
 
 
 def dead_letters(dead: Sequence[tuple[Incoming, RecordError]]) -> list[Outgoing]:

@@ -40,6 +40,7 @@ class Settings:
     decisions_topic: str = "parcels.decisions"
     deadletter_topic: str = "parcels.deadletter"
     control_topic: str = "models.control"
+    filers_topic: str = "targeting.filers"  # each filer's current scorecard (compacted)
     # scoring
     batch_size: int = 2000
     batch_within_s: float = 0.05  # per stage: the longest a record waits for its batch to fill

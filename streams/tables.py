@@ -1,4 +1,4 @@
-"""The worker's state: Faust tables for bills, consignees and shippers.
+"""The worker's state: Faust tables for bills, consignees, shippers and filers.
 
 Each table is changelog-backed (state survives restarts and moves with its partitions) and
 co-partitioned with the stream that updates it. Faust finds a key's partition from the
@@ -41,6 +41,8 @@ class Tables:
     bills: BatchedTable  # HAWB -> first-seen manifest and entry, revision, partition
     consignees: BatchedTable  # normalised address -> consignee history
     shippers: BatchedTable  # normalised shipper key -> shipper history
+    filers: BatchedTable  # filer code -> filer state (its owner's; every worker reads the
+    # scorecards it publishes, streams/filers.py)
 
 
 class BatchedTable(faust.Table):
@@ -95,7 +97,7 @@ class BatchedTable(faust.Table):
         return len(pending)
 
 
-# Per partition store (3 tables x partitions of them per worker). Faust's defaults (64 MiB x 3
+# Per partition store (4 tables x partitions of them per worker). Faust's defaults (64 MiB x 3
 # memtables and a 2 GiB block cache, each) let one worker grow to 2.7 GiB RSS over a
 # million bills; these bound the stores to about 16 MiB each.
 ROCKSDB = {
@@ -127,6 +129,7 @@ def define(app: faust.App, s: Settings) -> Tables:
         bills=table("bills", "first-seen manifest and entry per HAWB"),
         consignees=table("consignees", "history per delivery address"),
         shippers=table("shippers", "history per normalised shipper"),
+        filers=table("filers", "compliance state per filer code"),
     )
 
 

@@ -2,7 +2,8 @@
 
 Topics are created up front with the configured partition count, because partitions cap
 parallelism (scale-out) and input topics must be co-partitioned with the tables keyed on
-them. models.control is compacted: only the latest promotion matters.
+them. models.control and targeting.filers are compacted: only the latest promotion, and
+each filer's latest scorecard, matter.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def all_topics(s: Settings) -> dict[str, dict[str, str]]:
     for category in CATEGORIES:  # each team subscribes to its own flagged parcels
         topics[category_holds_topic(s, category)] = {}
     topics[s.topic("control_topic")] = {"cleanup.policy": "compact"}
+    topics[s.topic("filers_topic")] = {"cleanup.policy": "compact"}
     return topics
 
 
@@ -37,7 +39,8 @@ def category_holds_topic(s: Settings, category: str) -> str:
 
 
 def stage_topic(s: Settings, stage: str) -> str:
-    """A worker stage's input topic ("by-consignee", "by-shipper"): internal, Faust creates it."""
+    """A worker stage's input topic ("by-consignee", "by-shipper", "by-filer"): internal,
+    Faust creates it."""
     return f"{s.app_id}-{stage}"
 
 

@@ -202,3 +202,92 @@ async def test_a_sloppy_filers_scorecard_shows_its_sampled_rate_and_cites_entrie
     assert ("9XK00", "late_t86") in found and ("9XK00", "sampled exam: seized_ipr") in found
     assert any(f.startswith("invalid: lines[0].hts") for _h, f in found)
     assert {row["entry_number"][:3] for row in evidence["evidence"]} == {"9XK"}
+
+
+async def test_filer_scorecards_are_published_compacted_and_every_worker_scores_with_them(
+    settings, tmp_path, start_worker
+) -> None:
+    """The filer's one owner publishes its scorecard to targeting.filers (compacted); two
+    workers read it into their boards, so parcels of that filer get the same smoothed
+    violation rate whichever worker scores them (their shippers span every partition)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from benchmarks.harness import assigned
+    from models.features import INDEX
+    from models.filers import Board
+    from models.parcel import keys as parcel_keys
+    from streams import envelopes
+    from streams.security import connection
+    from tests.conftest import eventually, free_port
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES.replace("{factor}", "1.0"))  # no sample: every exam targeted
+    s = settings.with_(rules=str(rules))
+    await ensure_topics(s)
+    admin = AIOKafkaAdminClient(**connection(s))
+    await admin.start()
+    try:
+        (described,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, s.topic("filers_topic"))]
+        )
+    finally:
+        await admin.close()
+    configs = {name: value for name, value, *_ in described.resources[0][4]}
+    assert configs["cleanup.policy"] == "compact"
+
+    other = s.with_(web_port=free_port(), data_dir=s.data_dir.with_name(s.data_dir.name + "-b"))
+    workers = [start_worker(w, PARCEL_RISK_RULES=str(rules)) for w in (s, other)]
+    manifest = s.topic("manifest_topic")
+    assert await eventually(
+        lambda: (
+            0 < assigned(s.web_port, manifest) < s.partitions
+            and assigned(s.web_port, manifest) + assigned(other.web_port, manifest) == s.partitions
+        ),
+        timeout=180,
+    ), "\n".join(w.output() for w in workers)
+
+    def filed(n: int) -> dict:
+        e = _entry(f"9XK{n:03d}", f"0002{n:03d}", f"{n} Filer Rd", f"Shipper{n}")
+        serial = f"0002{n:03d}"
+        check = str(entry_check_digit("9XK", serial))
+        e.update(filer_code="9XK", entry_number="9XK" + serial + check)
+        return e
+
+    def partition(e: dict) -> int:
+        shipper_key, _ = parcel_keys({"hawb": e["hawb"], "entry": validate("entry", e)})
+        return envelopes.partition_of(shipper_key.encode(), s.partitions)
+
+    examined = [filed(n) for n in range(10)]
+    await publish(s, "entries_topic", examined)
+    await decisions_for(s, {e["hawb"] for e in examined})
+    outcomes = [
+        {"schema_version": 1, "event_time": "2025-03-02T10:00:00Z", "hawb": e["hawb"],
+         "outcome": "seized_ipr" if n < 8 else "released",
+         "examined_at": "2025-03-02T09:00:00Z", "analyst": "ana"}
+        for n, e in enumerate(examined)
+    ]  # fmt: skip
+    await publish(s, "dispositions_topic", outcomes)
+
+    def cards(got: list[tuple[bytes, bytes]]) -> dict[str, dict]:
+        return {k.decode(): orjson.loads(v) for k, v in got}  # the latest per filer
+
+    got = await read_all(
+        s, "filers_topic", timeout=120,
+        until=lambda got: cards(got).get("9XK", {}).get("targeted_exams") == 10,
+    )  # fmt: skip
+    card = cards(got)["9XK"]
+    assert (card["entries"], card["targeted_exams"], card["targeted_violative"]) == (10, 10, 8)
+    assert card["outcomes"] == {"seized_ipr": 8, "released": 2}
+    board = Board()
+    board.update("9XK", card)
+    expected = board.history("9XK")["violation_rate"]
+    await asyncio.sleep(3.0)  # both boards follow the topic (a poll a second)
+
+    later = [filed(n) for n in range(100, 140)]
+    later = [e for p in range(s.partitions) for e in later if partition(e) == p][: s.partitions * 8]
+    assert {partition(e) for e in later} == set(range(s.partitions))  # both workers score
+    await publish(s, "entries_topic", later)
+    decided = await decisions_for(s, {e["hawb"] for e in later})
+    rates = [d["features"][INDEX["filer_violation_rate"]] for ds in decided.values() for d in ds]
+    assert rates and all(r == pytest.approx(expected, rel=1e-6) for r in rates), (expected, rates)

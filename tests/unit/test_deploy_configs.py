@@ -293,7 +293,7 @@ def faust_topics(partitions: int) -> dict[str, int]:
     # the model server and the drift watch are only used while running
     tables = agents.register(app, s, None, None)
     topics = {t: a.channel.partitions for a in app.agents.values() for t in a.channel.topics}
-    for table in (tables.bills, tables.consignees, tables.shippers):
+    for table in (tables.bills, tables.consignees, tables.shippers, tables.filers):
         topics[table.changelog_topic.get_topic_name()] = table.changelog_topic.partitions
     topics[app._leader_assignor._leader_topic_name] = 1
     return topics
@@ -327,11 +327,12 @@ def test_co_partitioned_topics_share_the_partition_count_and_it_caps_scaling():
     declared = kafka_topics()
     n = partitions()
     single = {name for name, spec in declared.items() if spec["partitions"] == 1}
-    assert single == {"models.control", "parcel-risk-__assignor-__leader"}
+    assert single == {"models.control", "targeting.filers", "parcel-risk-__assignor-__leader"}
     assert {spec["partitions"] for name, spec in declared.items() if name not in single} == {n}
     assert n == 24
     assert one("ScaledObject")["spec"]["maxReplicaCount"] == n
     assert declared["models.control"]["config"]["cleanup.policy"] == "compact"
+    assert declared["targeting.filers"]["config"]["cleanup.policy"] == "compact"
 
 
 def test_kafka_is_three_brokers_kraft_with_durable_writes():

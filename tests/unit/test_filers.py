@@ -77,7 +77,7 @@ def test_filer_thresholds_come_from_the_rules_file() -> None:
 
 
 def test_a_batch_is_counted_per_filer_once_per_entry() -> None:
-    from models.filers import counted, named_entry
+    from models.filers import counted, decided, named_entry
 
     entry = _entry("9XK", 1)
     views = [{"hawb": "H", "manifest": None, "entry": entry}] * 2 + [
@@ -88,10 +88,157 @@ def test_a_batch_is_counted_per_filer_once_per_entry() -> None:
         {"source": {"topic": "parcels.manifest"}, "action": "hold", "rules": []},  # a rescore
         {"source": {"topic": "parcels.manifest"}, "action": None, "rules": []},
     ]
-    assert counted(views, decisions, TOPIC) == [
+    assert counted(decided(views, decisions, TOPIC)) == [
         ("9XK", "entries"),
         ("9XK", "sample"),
         ("9XK", "late_t86"),
     ]
     assert named_entry(orjson.dumps(entry)[:-40]) == ("9XK", entry["entry_number"])
     assert named_entry(b"not json") is None
+
+
+# --- the live state: one owner per filer code, a board on every worker -------------------
+
+
+def _decided(filer: str, hawb: str, action: str | None = None, late: bool = False):
+    from models.filers import filer_message
+
+    rules = ["late_t86"] if late else []
+    return filer_message(filer, "decided", f"decided:{hawb}", hawb, action, rules)
+
+
+def _exam(filer: str, hawb: str, outcome: str):
+    from models.filers import filer_message
+
+    return filer_message(filer, "exam", f"{outcome}:{hawb}", hawb, outcome=outcome)
+
+
+def test_the_owner_folds_a_filers_events_into_the_figures_of_its_offline_scorecard() -> None:
+    """The live scorecard counts what `scorecards` counts from the topics: entries, late
+    filings, holds, invalid entries, exams targeted and sampled, outcomes by name."""
+    from models.filers import filer_message
+    from models.pipeline import filer_batch
+
+    msgs = [
+        _decided("9XK", "H1", "hold", late=True),
+        _decided("9XK", "H2", "sample"),
+        _decided("9XK", "H3"),
+        filer_message("9XK", "invalid", "invalid:parcels.entries:0:7"),
+        _exam("9XK", "H1", "seized_ipr"),  # held: a targeted exam
+        _exam("9XK", "H2", "undervalued"),  # sampled
+        _decided("AB1", "H4"),
+    ]
+    table: dict = {}
+    cards, failures = filer_batch(msgs, list(range(len(msgs))), table, Thresholds())
+    assert failures == 0
+    bad = {c.filer: c for c in cards}["9XK"]
+    assert (bad.entries, bad.late, bad.holds, bad.invalid) == (3, 1, 1, 1)
+    assert (bad.targeted_exams, bad.targeted_violative) == (1, 1)
+    assert (bad.sampled_exams, bad.sampled_violative) == (1, 1)
+    assert bad.outcomes == {"seized_ipr": 1, "undervalued": 1}
+    assert bad.status == "at risk"  # 1 of 3 entries late
+    assert "late filings 33.3% >= 10.0%" in bad.why
+    assert bad.as_dict()["sampled_violation_rate"] == 1.0
+    assert {c.filer for c in cards} == {"9XK", "AB1"}
+
+
+def test_a_replay_is_not_counted_twice() -> None:
+    """The owner's own input replayed after a crash (offsets it already applied) and an
+    event sent again upstream (a new offset, the same event) are both skipped."""
+    from models.pipeline import filer_batch
+
+    table: dict = {}
+    first = [_decided("9XK", "H1"), _exam("9XK", "H1", "released")]
+    filer_batch(first, [10, 10], table, Thresholds())  # one envelope: one offset
+    before = copy.deepcopy(table)
+    cards, _ = filer_batch(first, [10, 10], table, Thresholds())  # the owner replays
+    assert cards == [] and table == before
+    cards, _ = filer_batch(first, [11, 11], table, Thresholds())  # sent again upstream
+    assert cards == [] and table == before
+    (card,), _ = filer_batch([_decided("9XK", "H2")], [12], table, Thresholds())
+    assert (card.entries, card.targeted_exams) == (2, 1)
+
+
+def test_an_event_that_raises_is_skipped_and_the_rest_counted() -> None:
+    from models.pipeline import filer_batch
+
+    broken = {**_decided("9XK", "H1"), "event": None}  # a bug, not a record: skipped
+    cards, failures = filer_batch([broken, _decided("9XK", "H2")], [1, 2], {}, Thresholds())
+    assert failures == 1
+    assert [c.entries for c in cards] == [1]
+
+
+def test_join_sends_the_filer_its_invalid_entries_and_its_exam_outcomes() -> None:
+    from models.outputs import Source
+    from models.pipeline import Incoming, join_batch
+
+    def incoming(kind: str, rec: dict | bytes, offset: int) -> Incoming:
+        raw = rec if isinstance(rec, bytes) else orjson.dumps(rec)
+        key = rec["hawb"].encode() if isinstance(rec, dict) else b"HX1"
+        return Incoming(kind, Source(f"parcels.{kind}", 0, offset, key), raw)
+
+    entry = _entry("9XK", 1)
+    broken = {**_entry("9XK", 2), "lines": [{"hts": "640"}]}
+    outcome = {
+        "schema_version": 1,
+        "event_time": "2025-03-05T00:00:00Z",
+        "hawb": entry["hawb"],
+        "outcome": "seized_ipr",
+        "examined_at": "2025-03-04T10:00:00Z",
+        "analyst": "a",
+    }
+    bills: dict = {}
+    res = join_batch(
+        [incoming("entry", entry, 0), incoming("entry", broken, 1), incoming("entry", b"{", 2)],
+        bills,
+        1 << 20,
+    )
+    assert [(k, m["what"], m["event"]) for k, m in res.filers] == [
+        (b"9XK", "invalid", "invalid:parcels.entry:0:1")
+    ]
+    res = join_batch([incoming("disposition", outcome, 3)], bills, 1 << 20)
+    assert [(k, m["what"], m["hawb"], m["outcome"]) for k, m in res.filers] == [
+        (b"9XK", "exam", entry["hawb"], "seized_ipr")
+    ]
+
+
+def test_the_board_smooths_a_filers_rate_toward_the_overall_one() -> None:
+    """Few exams say little: a filer's rate is pulled toward the rate over all filers (a
+    beta prior worth PRIOR_EXAMS exams); many exams speak for themselves."""
+    from models.filers import PRIOR_EXAMS, Board
+
+    board = Board()
+    board.update("AB1", {"targeted_exams": 98, "targeted_violative": 8})
+    board.update("9XK", {"targeted_exams": 2, "sampled_exams": 0, "targeted_violative": 2})
+    overall = (10 + 1) / (100 + 2)
+    few = board.history("9XK")
+    assert (few["examined"], few["violative"]) == (2.0, 2.0)
+    assert few["violation_rate"] == pytest.approx((2 + PRIOR_EXAMS * overall) / (2 + PRIOR_EXAMS))
+    assert overall < few["violation_rate"] < 0.25  # 2 of 2 is no proof of 100%
+    assert board.history("NEW")["violation_rate"] == pytest.approx(overall)
+    board.update("9XK", {"targeted_exams": 400, "targeted_violative": 200})  # replaces
+    assert (board.examined, board.violative) == (498, 208)
+    assert board.history("9XK")["violation_rate"] > 0.45
+
+
+def test_training_rows_carry_the_filers_record_without_the_parcels_own_outcome() -> None:
+    """The data-set builder folds exam outcomes into filer history through the owner's
+    function and a board, as the worker does: a parcel's row never counts its own exam,
+    which arrives days later; the filer's next parcel does."""
+    from datetime import UTC, datetime, timedelta
+
+    from models.dataset import replay
+    from models.synthetic import Event, Label
+
+    start = datetime(2025, 3, 1, tzinfo=UTC)
+    events, labels = [], {}
+    for n, day in enumerate((0, 0, 30)):
+        e = _entry("9XK", n)
+        e["event_time"] = (start + timedelta(days=day, minutes=n)).isoformat()
+        events.append(Event("entry", e["hawb"], orjson.dumps(e), start + timedelta(days=day)))
+        labels[e["hawb"]] = Label(e["hawb"], e["event_time"], 0, int(n < 2), 0, 10.0, 10.0)
+    rows = replay(events, labels, exam_rate_risky=1.0, exam_rate_clean=0.0)
+    first, second, later = (r["filer_history"] for r in rows)
+    assert first["examined"] == second["examined"] == 0.0  # their own exams are not in
+    assert (later["examined"], later["violative"]) == (2.0, 2.0)
+    assert later["violation_rate"] > first["violation_rate"]

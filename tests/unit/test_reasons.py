@@ -433,6 +433,36 @@ def test_golden_counterfeit_hold() -> None:
     ]
 
 
+def test_golden_filer_on_a_hold_when_it_matters() -> None:
+    """The filer's own record (k of n examined entries) when its smoothed rate is above a
+    typical filer's and the model leans on it; no violation, a typical filer or a parcel
+    without an entry make no case."""
+    from models.filers import Board
+
+    board = Board()
+    board.update("AB1", {"targeted_exams": 30, "sampled_exams": 10, "targeted_violative": 8})
+    board.update("EZ3", {"targeted_exams": 400, "targeted_violative": 12})
+    board.update("CL0", {"targeted_exams": 30})
+    medians = _medians()
+    medians[INDEX["filer_violation_rate"]] = 0.06
+
+    def view(code: str) -> ParcelView:
+        return {"hawb": "HX6", "manifest": None, "entry": _entry(), "shipper_history": NEW,
+                "filer_history": board.history(code)}  # fmt: skip
+
+    def said(v: ParcelView) -> str:
+        row = build_features([v], _REFS)[0]
+        return describe("filer_violation_rate", row, v, _REFS, medians)
+
+    assert said(view("AB1")) == "filer AB1: 8 of 40 examined entries violative"
+    assert said(view("CL0")) == ""  # 30 exams, no violation: no evidence
+    assert said(view("EZ3")) == ""  # 3% violative: below a typical filer
+    assert "filer AB1: 8 of 40 examined entries violative" in _hold(
+        view("AB1"), "counterfeit", {"filer_violation_rate": 1.0}
+    )
+    assert said({**view("AB1"), "entry": None, "manifest": _manifest()}) == ""  # no entry
+
+
 def test_golden_undervaluation_hold_with_both_records() -> None:
     view: ParcelView = {
         "hawb": "HX4",

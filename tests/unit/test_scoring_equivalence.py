@@ -11,7 +11,8 @@ their category's trees all give the same records.
 A change that means to decide differently (the generator, the training, the rules file)
 writes the golden file again, `python -m tests.unit.test_scoring_equivalence`, and says in
 its commit why the decisions changed: the filers work (issue 19) did, with its generator
-(filers, estimated arrivals) and its policy rules in deploy/rules.toml.
+(filers, estimated arrivals) and its policy rules in deploy/rules.toml, and again with the
+filer's smoothed violation rate as a feature.
 """
 
 from __future__ import annotations
@@ -25,8 +26,16 @@ from threadpoolctl import threadpool_limits
 
 from models import registry
 from models.dataset import from_generator
+from models.filers import Board
 from models.outputs import Source
-from models.pipeline import Incoming, consignee_batch, join_batch, score_batch, shipper_batch
+from models.pipeline import (
+    Incoming,
+    attach_filers,
+    consignee_batch,
+    join_batch,
+    score_batch,
+    shipper_batch,
+)
 from models.records import MAX_RECORD_BYTES
 from models.rules import HoldCap, RulesFile
 from models.scoring import Scorer
@@ -55,6 +64,7 @@ def outcome(model_dir: Path) -> dict[str, Any]:
         joined = join_batch(items, {}, MAX_RECORD_BYTES)
         msgs = consignee_batch([m for _, m in joined.forward], {})
         parcels = shipper_batch([m for _, m in msgs], shippers)
+        attach_filers(parcels, Board())  # as a worker that has read no scorecard yet
         rules = RulesFile(ROOT / "deploy" / "rules.toml").rules
         res = score_batch(parcels, scorer, b"key", rules, HoldCap(1_000_000))
     return {
