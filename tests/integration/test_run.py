@@ -200,13 +200,21 @@ def test_run_with_no_setting_changed_publishes_holds_and_ctrl_c_leaves_nothing(
     # the default web server: /metrics on 127.0.0.1:6066 and nowhere else, no table views
     assert listening(worker) == {("127.0.0.1", DEFAULTS.web_port)}
     assert status(f"http://127.0.0.1:{DEFAULTS.web_port}/table/") == 404
-    text = metrics_text(DEFAULTS.web_port)
-    decided = sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("parcel_risk_decisions_total ")
-    )
-    assert decided > 0, text[:2000]
+    text = ""
+
+    def counted() -> bool:
+        # the worker counts a batch once it has settled (outputs, then its table writes
+        # acknowledged): a hold can be readable a moment before its count
+        nonlocal text, decided
+        text = metrics_text(DEFAULTS.web_port)
+        decided = sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("parcel_risk_decisions_total ")
+        )
+        return decided > 0
+
+    assert wait_for(counted, timeout=60, interval=1), text[:2000]
     assert "faust_" in text
     run.ctrl_c()
     assert run.wait(60) == 0, run.output()[-5000:]
