@@ -30,7 +30,8 @@ def _entry(filer: str, n: int) -> dict:
 def _cards():
     entries = [_entry("9XK", n) for n in range(40)] + [_entry("AB1", n) for n in range(40)]
     decisions = [
-        {"hawb": e["hawb"], "rules": ["late_t86"] if n < 8 and e["filer_code"] == "9XK" else [],
+        {"hawb": e["hawb"], "source": {"topic": TOPIC},
+         "rules": ["late_t86"] if n < 8 and e["filer_code"] == "9XK" else [],
          "action": "sample" if n % 2 else None, "sample_rate": 0.5 if n % 2 else None}
         for n, e in enumerate(entries)
     ]  # fmt: skip
