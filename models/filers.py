@@ -16,6 +16,14 @@ into a state (`observe_*`, plain dicts in a table) and publishes its scorecard
 so their state is reference data. The board gives each parcel its filer's exam record,
 smoothed toward the overall rate (`Board.history`); the offline data-set builder fills a
 board through the same functions, so training sees what the worker serves.
+
+The state also counts each filer's entries per event-time week (`models.sampling.week`, the
+last WEEKS weeks) and keeps the entries behind each figure (the most recent EVIDENCE per
+figure), and the scorecard carries both. From the weeks the board gives every worker the
+same `entries_in(week)` for all filers, from which the compliance sample's stratified rates
+are set (models/sampling.py). `scorecards`, which the `filers` command computes from the
+topics, folds the topics' records into the same state through the same functions
+(`fold`), so its figures and evidence are those the owner publishes.
 """
 
 from __future__ import annotations
@@ -24,11 +32,12 @@ import base64
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from models import history
 from models.parcel import ParcelView
-from models.records import FINDINGS, RecordError, validate
+from models.records import FINDINGS, Record, RecordError, event_epoch, validate
+from models.sampling import week as week_of
 from models.sampling import wilson
 
 LATE_RULES = ("late_t86", "t86_no_eta")
@@ -37,6 +46,13 @@ SAMPLED = 512
 # the overall violation rate counts as this many exams in a filer's smoothed rate (beta prior)
 PRIOR_EXAMS = 20.0
 _ENTRY_NUMBER = re.compile(rb'"entry_number"\s*:\s*"([A-Za-z0-9]{3})(\d{8})"')
+_EVENT_DATE = re.compile(rb'"event_time"\s*:\s*"(\d{4}-\d{2}-\d{2})')
+# entries cited per figure (late, invalid, sampled and targeted exams): the most recent ones
+EVIDENCE = 20
+# event-time weeks of entries counted per filer: the current, the previous (the sample's
+# rates come from it), and a few more for a replay or rescore of recent weeks
+WEEKS = 8
+FIGURES = ("late", "invalid", "sampled_exams", "targeted_exams")
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class Scorecard:
     sampled_exams: int = 0
     sampled_violative: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)  # exam outcomes by name
+    weeks: dict[str, int] = field(default_factory=dict)  # entries per event-time week
     status: str = "ok"
     why: list[str] = field(default_factory=list)
     evidence: list[dict[str, Any]] = field(default_factory=list)
@@ -94,19 +111,27 @@ def named_entry(raw: bytes | None) -> tuple[str, str] | None:
     return (m[1].decode().upper(), (m[1] + m[2]).decode().upper()) if m else None
 
 
-def _filer_of_dead_letter(letter: Mapping[str, Any]) -> tuple[str, str] | None:
+def entry_date(raw: bytes | None) -> str | None:
+    """The event date (YYYY-MM-DD) a refused entry's bytes still show, if any."""
+    m = _EVENT_DATE.search(raw or b"")
+    return m[1].decode() if m else None
+
+
+def _raw_of_dead_letter(letter: Mapping[str, Any]) -> bytes:
     try:
-        return named_entry(base64.b64decode(letter.get("original_b64", "")))
+        return base64.b64decode(letter.get("original_b64", ""))
     except ValueError:
-        return None
+        return b""
 
 
 class FilerMessage(TypedDict):
     """Stage to the filer's owner: one event of one filer (keyed by its code).
 
-    'decided': an entry's first decision (its action, the filing rules it broke);
-    'invalid': an entry refused; 'exam': an exam outcome of one of its entries. `event`
-    names it, so that a replay is recognised."""
+    'decided': an entry's first decision (its action, the filing rules it broke, whether
+    the compliance sample chose it, its event-time week); 'invalid': an entry refused;
+    'exam': an exam outcome of one of its entries. `event` names it, so that a replay is
+    recognised; `entry_number` and `date` (the entry's event date) are what its evidence
+    cites. The fields after `event` are absent from events of older workers."""
 
     kind: Literal["filer"]
     filer: str
@@ -116,6 +141,11 @@ class FilerMessage(TypedDict):
     rules: list[str]
     outcome: str | None
     event: str
+    entry_number: NotRequired[str | None]
+    date: NotRequired[str | None]
+    week: NotRequired[int | None]
+    sampled: NotRequired[bool]
+    found: NotRequired[str | None]  # why an invalid entry was refused
 
 
 def filer_message(
@@ -126,7 +156,17 @@ def filer_message(
     action: str | None = None,
     rules: Sequence[str] = (),
     outcome: str | None = None,
+    entry: Mapping[str, Any] | None = None,
+    sampled: bool | None = None,
+    entry_number: str | None = None,
+    date: str | None = None,
+    found: str | None = None,
 ) -> FilerMessage:
+    """A filer event; with the (valid) `entry`, its number, event date and week."""
+    week = None
+    if entry is not None:
+        entry_number, date = entry["entry_number"], str(entry["event_time"])[:10]
+        week = week_of(event_epoch(dict(entry)))
     return {
         "kind": "filer",
         "filer": filer,
@@ -136,7 +176,23 @@ def filer_message(
         "rules": list(rules),
         "outcome": outcome,
         "event": event,
+        "entry_number": entry_number,
+        "date": date,
+        "week": week,
+        "sampled": action == "sample" if sampled is None else sampled,
+        "found": found,
     }
+
+
+def invalid_message(raw: bytes | None, event: str, found: str) -> FilerMessage | None:
+    """The filer event of a refused entry whose bytes still name its filer (else None);
+    `found` is the refusal ("field: reason")."""
+    named = named_entry(raw)
+    if named is None:
+        return None
+    return filer_message(
+        named[0], "invalid", event, entry_number=named[1], date=entry_date(raw), found=found
+    )
 
 
 def decided(
@@ -149,11 +205,25 @@ def decided(
         entry = view.get("entry")
         if entry is None or d["source"]["topic"] != entries_topic:
             continue
-        late = [rule for rule in d["rules"] if rule in LATE_RULES]
-        event = f"decided:{view['hawb']}"
-        filer = entry["filer_code"]
-        out.append(filer_message(filer, "decided", event, view["hawb"], d["action"], late))
+        out.append(_decided(entry, view["hawb"], d))
     return out
+
+
+def _decided(entry: Mapping[str, Any], hawb: str, d: Mapping[str, Any]) -> FilerMessage:
+    """An entry's decision as its filer's event (the worker's and `scorecards`' alike)."""
+    late = [rule for rule in d.get("rules", []) if rule in LATE_RULES]
+    sampled = d.get("sample_rate") is not None or d.get("action") == "sample"
+    return filer_message(
+        entry["filer_code"], "decided", f"decided:{hawb}", hawb, d.get("action"), late,
+        entry=entry, sampled=sampled,
+    )  # fmt: skip
+
+
+def exam_message(entry: Mapping[str, Any], hawb: str, outcome: str) -> FilerMessage:
+    """An exam outcome of an entry's parcel as its filer's event."""
+    return filer_message(
+        entry["filer_code"], "exam", f"{outcome}:{hawb}", hawb, outcome=outcome, entry=entry
+    )
 
 
 def counted(msgs: Iterable[FilerMessage]) -> list[tuple[str, str]]:
@@ -180,75 +250,42 @@ def scorecards(
     thresholds: Thresholds,
     entries_topic: str,
 ) -> dict[str, Scorecard]:
-    """Each filer's scorecard, with the entries behind it, from the topics' records."""
-    cards: dict[str, Scorecard] = {}
-    filed: dict[str, tuple[str, str, str]] = {}  # HAWB -> (filer, entry number, date)
+    """Each filer's scorecard, with the entries behind it, from the topics' records.
+
+    The records become the events the worker sends each filer's owner (an entry's own
+    decision, its refusal, its exam outcomes) and are folded with the owner's function, so
+    the figures and the evidence are those published on targeting.filers for the same
+    records."""
+    filed: dict[str, Record] = {}  # HAWB -> its first valid entry
     for raw in entries:
         try:
             rec = validate("entry", raw)
         except RecordError:
             continue  # counted from the dead letters, where the reason is
-        if rec["hawb"] not in filed:
-            filed[rec["hawb"]] = (rec["filer_code"], rec["entry_number"], rec["event_time"][:10])
-            cards.setdefault(rec["filer_code"], Scorecard(rec["filer_code"])).entries += 1
-
-    def cite(hawb: str, found: str) -> Scorecard:
-        filer, number, day = filed[hawb]
-        card = cards[filer]
-        card.evidence.append({"entry_number": number, "hawb": hawb, "date": day, "found": found})
-        return card
-
-    late: set[str] = set()
-    held: set[str] = set()
-    sampled: set[str] = set()
+        filed.setdefault(rec["hawb"], rec)
+    msgs: list[FilerMessage] = []
     for d in decisions:
-        hawb = d["hawb"]
-        if hawb not in filed:
-            continue
-        for rule in d.get("rules", []):
-            if rule in LATE_RULES and hawb not in late:
-                late.add(hawb)
-                cite(hawb, rule).late += 1
-        if d.get("sample_rate") is not None:
-            sampled.add(hawb)
-        if d.get("action") == "hold" and hawb not in held:
-            held.add(hawb)
-            cards[filed[hawb][0]].holds += 1
+        entry = filed.get(d.get("hawb", ""))
+        if entry is not None and d.get("source", {}).get("topic") == entries_topic:
+            msgs.append(_decided(entry, d["hawb"], d))
     for letter in dead_letters:
-        if letter.get("source", {}).get("topic") != entries_topic:
+        source = letter.get("source", {})
+        if source.get("topic") != entries_topic:
             continue
-        named = _filer_of_dead_letter(letter)
-        if named is None:
-            continue
-        card = cards.setdefault(named[0], Scorecard(named[0]))
-        card.invalid += 1
-        card.evidence.append(
-            {
-                "entry_number": named[1],
-                "hawb": None,
-                "date": str(letter.get("dead_lettered_at", ""))[:10],
-                "found": f"invalid: {letter.get('field')}: {letter.get('reason')}",
-            }
-        )
-    examined: set[str] = set()
+        event = f"invalid:{source.get('topic')}:{source.get('partition')}:{source.get('offset')}"
+        found = f"{letter.get('field')}: {letter.get('reason')}"
+        if (m := invalid_message(_raw_of_dead_letter(letter), event, found)) is not None:
+            msgs.append(m)
     for d in dispositions:
-        hawb = d.get("hawb", "")
-        if hawb not in filed or hawb in examined:
-            continue
-        examined.add(hawb)
-        violative = d.get("outcome") in FINDINGS
-        kind = "sampled" if hawb in sampled else "targeted"
-        card = cite(hawb, f"{kind} exam: {d.get('outcome')}")
-        card.outcomes[str(d.get("outcome"))] = card.outcomes.get(str(d.get("outcome")), 0) + 1
-        if kind == "sampled":
-            card.sampled_exams += 1
-            card.sampled_violative += violative
-        else:
-            card.targeted_exams += 1
-            card.targeted_violative += violative
-    for card in cards.values():
-        card.status, card.why = status(card, thresholds)
-    return cards
+        entry = filed.get(d.get("hawb", ""))
+        if entry is not None:
+            msgs.append(exam_message(entry, d["hawb"], str(d.get("outcome"))))
+    states: dict[str, dict[str, Any]] = {}
+    for m in msgs:
+        new = fold(states.get(m["filer"]), m)
+        if new is not None:
+            states[m["filer"]] = new
+    return {code: card_of(code, state, thresholds) for code, state in states.items()}
 
 
 def status(card: Scorecard, t: Thresholds) -> tuple[str, list[str]]:
@@ -303,22 +340,49 @@ _COUNTERS = (
 
 def _filer(state: Mapping[str, Any] | None) -> dict[str, Any]:
     """A copy of a filer's state with every counter present."""
-    return {**dict.fromkeys(_COUNTERS, 0), "outcomes": {}, "sampled": [], **(state or {})}
+    base = {**dict.fromkeys(_COUNTERS, 0), "outcomes": {}, "sampled": [], "weeks": {}}
+    return {**base, "evidence": {}, **(state or {})}
+
+
+def _cite(s: dict[str, Any], figure: str, m: FilerMessage, found: str) -> None:
+    """An entry behind one of the figures: the most recent EVIDENCE per figure are kept."""
+    row = {
+        "entry_number": m.get("entry_number"),
+        "hawb": m["hawb"],
+        "date": m.get("date"),
+        "found": found,
+    }
+    rows = s["evidence"].get(figure, [])
+    s["evidence"] = {**s["evidence"], figure: [*rows, row][-EVIDENCE:]}
+
+
+def _count_week(s: dict[str, Any], week: int) -> None:
+    """One more entry in an event-time week; only the latest WEEKS weeks are kept (JSON
+    object keys: the week numbers as strings)."""
+    weeks = {**s["weeks"], str(week): int(s["weeks"].get(str(week), 0)) + 1}
+    s["weeks"] = dict(sorted(weeks.items(), key=lambda kv: int(kv[0]))[-WEEKS:])
 
 
 def observe(state: Mapping[str, Any] | None, m: FilerMessage) -> dict[str, Any]:
-    """A filer's state after one of its events. A decided entry is counted with its hold
-    and late filing and, when the compliance sample chose it, remembered as sampled, so
-    that its exam outcome (days later) counts as sampled; other exams are targeted."""
+    """A filer's state after one of its events. A decided entry is counted (in its week
+    too) with its hold and late filing and, when the compliance sample chose it (a sampled
+    parcel that is also held stays a hold), remembered as sampled, so that its exam outcome
+    (days later) counts as sampled; other exams are targeted. Late filings, invalid
+    entries and exams cite their entries."""
     s = _filer(state)
     hawb = m["hawb"] or ""
     if m["what"] == "invalid":
         s["invalid"] += 1
+        _cite(s, "invalid", m, f"invalid: {m.get('found') or 'refused'}")
     elif m["what"] == "decided":
         s["entries"] += 1
-        s["late"] += int(bool(m["rules"]))
+        if m.get("week") is not None:
+            _count_week(s, int(m["week"]))  # type: ignore[arg-type]
+        if m["rules"]:
+            s["late"] += 1
+            _cite(s, "late", m, ", ".join(m["rules"]))
         s["holds"] += int(m["action"] == "hold")
-        if m["action"] == "sample":
+        if m.get("sampled", m["action"] == "sample"):
             s["sampled"] = [*s["sampled"], history.short(hawb)][-SAMPLED:]
     else:
         outcome = m["outcome"] or ""
@@ -326,15 +390,25 @@ def observe(state: Mapping[str, Any] | None, m: FilerMessage) -> dict[str, Any]:
         s[f"{kind}_exams"] += 1
         s[f"{kind}_violative"] += int(outcome in FINDINGS)
         s["outcomes"] = {**s["outcomes"], outcome: s["outcomes"].get(outcome, 0) + 1}
+        _cite(s, f"{kind}_exams", m, f"{kind} exam: {outcome}")
     return s
 
 
+def fold(state: Mapping[str, Any] | None, m: FilerMessage) -> dict[str, Any] | None:
+    """The filer's state after an event, or None for an event it has already counted."""
+    if history.replayed(state, m["event"]):
+        return None
+    return history.remember(observe(state, m), m["event"])
+
+
 def card_of(code: str, state: Mapping[str, Any] | None, thresholds: Thresholds) -> Scorecard:
-    """A filer's current scorecard from its live state (no evidence: that stays offline)."""
+    """A filer's current scorecard from its live state, with its entries per week and the
+    entries behind its figures (the most recent EVIDENCE of each)."""
     s = _filer(state)
-    card = Scorecard(code, outcomes=dict(s["outcomes"]))
+    card = Scorecard(code, outcomes=dict(s["outcomes"]), weeks=dict(s["weeks"]))
     for k in _COUNTERS:
         setattr(card, k, int(s[k]))
+    card.evidence = [dict(row) for f in FIGURES for row in s["evidence"].get(f, [])]
     card.status, card.why = status(card, thresholds)
     return card
 
@@ -348,12 +422,20 @@ def _exams(card: Mapping[str, Any]) -> tuple[int, int]:
 
 
 class Board:
-    """Every filer's current scorecard, as published, and the totals over all filers."""
+    """Every filer's current scorecard, as published, the totals over all filers and every
+    filer's entries per event-time week.
+
+    The weekly counts only grow: the board keeps, per filer and week, the highest count any
+    scorecard showed, so a scorecard published again with less (an owner that is
+    replaying its input, another app writing the same topic) does not take entries away
+    from the rates of a sample already under way."""
 
     def __init__(self) -> None:
         self.cards: dict[str, Mapping[str, Any]] = {}
         self.examined = 0
         self.violative = 0
+        self.weeks: dict[int, dict[str, int]] = {}  # week -> filer -> entries
+        self._changes: dict[int, int] = {}  # week -> times its counts changed
 
     def update(self, code: str, card: Mapping[str, Any]) -> None:
         old_n, old_k = _exams(self.cards.get(code, {}))
@@ -361,6 +443,25 @@ class Board:
         self.examined += new_n - old_n
         self.violative += new_k - old_k
         self.cards[code] = card
+        for key, n in (card.get("weeks") or {}).items():
+            w, n = int(key), int(n)
+            counts = self.weeks.setdefault(w, {})
+            if n > counts.get(code, 0):
+                counts[code] = n
+                self._changes[w] = self._changes.get(w, 0) + 1
+        for w in sorted(self.weeks)[:-WEEKS]:  # bounded: the latest WEEKS weeks
+            del self.weeks[w]
+            self._changes.pop(w, None)
+
+    def entries_in(self, week: int) -> dict[str, int]:
+        """Every filer's entries in an event-time week, as the board knows them now: empty
+        for a week it has no scorecard of (a worker that has read no scorecard yet, or a
+        week older than the latest WEEKS), which samples every filer at the flat share."""
+        return dict(self.weeks.get(week, {}))
+
+    def version(self, week: int) -> int:
+        """Changes whenever `entries_in(week)` does (a cache key for the rates)."""
+        return self._changes.get(week, 0)
 
     def history(self, code: str) -> dict[str, float]:
         """The filer's exams as of now and its violation rate, smoothed toward the overall

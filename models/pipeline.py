@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple, TypedDict
 
 from models import filers as filer_state
 from models import history, parcel
-from models.filers import Board, FilerMessage, Scorecard, Thresholds, filer_message, named_entry
+from models.filers import Board, FilerMessage, Scorecard, Thresholds, exam_message, invalid_message
 from models.join import Bill, forwarded, join_record, mark_forwarded, view_of
 from models.outputs import Decision, Hold, Source, SourceRef, decisions_and_holds
 from models.parcel import ParcelView
@@ -145,10 +145,12 @@ def join_batch(
             res.dead.append((item, out))
         elif out is not None:
             res.forward.append(out)
-    for item, _err in res.dead:
-        if item.kind == "entry" and (named := named_entry(item.raw)):
-            event = f"invalid:{Source.ident(item.source.as_dict())}"
-            res.filers.append((named[0].encode(), filer_message(named[0], "invalid", event)))
+    for item, why in res.dead:
+        if item.kind != "entry":
+            continue
+        event = f"invalid:{Source.ident(item.source.as_dict())}"
+        if (m := invalid_message(item.raw, event, str(why))) is not None:
+            res.filers.append((m["filer"].encode(), m))
     clock.advance()
     return res
 
@@ -178,9 +180,8 @@ def _join_one(
         shipper, consignee = parcel.keys(view)
         entry = view.get("entry")
         if entry is not None:  # the filer's exam record
-            filer, event = entry["filer_code"], f"{rec['outcome']}:{hawb}"
-            exam = filer_message(filer, "exam", event, hawb, outcome=rec["outcome"])
-            res.filers.append((filer.encode(), exam))
+            exam = exam_message(entry, hawb, rec["outcome"])
+            res.filers.append((exam["filer"].encode(), exam))
         outcome: OutcomeMessage = {
             "kind": "outcome",
             "hawb": hawb,
@@ -372,9 +373,11 @@ def filer_batch(
             with ctx(i):
                 state = filers.get(code)
                 done = through.setdefault(code, (state or {}).get("through", -1))
-                if offsets[i] <= done or history.replayed(state, m["event"]):
+                if offsets[i] <= done:
                     continue
-                new = history.remember(filer_state.observe(state, m), m["event"])
+                new = filer_state.fold(state, m)
+                if new is None:  # replayed upstream
+                    continue
                 new["through"] = offsets[i]
                 filers[code] = new
         except Exception:

@@ -132,15 +132,22 @@ def violation_rate(outcomes: Iterable[tuple[bool, float]]) -> Estimate:
 class Sampler:
     """Selects parcels with an entry for the compliance sample, stratified by filer: each
     week's rates come from the filers' entries of the week before, read through
-    `entries_in(week)` (reference data every worker reads alike), once per week and policy.
-    A parcel without an entry yet is not sampled: its filer is not known."""
+    `entries_in(week)` (reference data every worker reads alike: the worker's board of
+    filers), computed again only when `version(week)` of that week changes (late entries
+    of the week before still counting in). Without counts for the week before (no
+    `entries_in`, a board that has read no scorecard of that week) every filer is sampled
+    at the flat share. A parcel without an entry yet is not sampled: its filer is not known."""
 
     def __init__(
-        self, key: bytes, entries_in: Callable[[int], Mapping[str, int]] | None = None
+        self,
+        key: bytes,
+        entries_in: Callable[[int], Mapping[str, int]] | None = None,
+        version: Callable[[int], int] | None = None,
     ) -> None:
         self.key = key
         self.entries_in = entries_in or (lambda _week: {})
-        self._rates: dict[tuple[int, SamplingPolicy], dict[str, float]] = {}
+        self.version = version or (lambda _week: 0)
+        self._rates: dict[tuple[int, SamplingPolicy], tuple[int, dict[str, float]]] = {}
 
     def rate(self, view: ParcelView, policy: SamplingPolicy) -> float | None:
         """The parcel's sampling rate if it is selected, else None."""
@@ -148,11 +155,13 @@ class Sampler:
         if entry is None or policy.share <= 0:
             return None
         w = week(event_epoch(entry))
-        if (w, policy) not in self._rates:
+        version = self.version(w - 1)
+        cached = self._rates.get((w, policy))
+        if cached is None or cached[0] != version:
             if len(self._rates) > 8:  # old weeks and policies
                 self._rates.clear()
-            self._rates[w, policy] = rates(self.entries_in(w - 1), policy)
-        r = rate_of(entry["filer_code"], self._rates[w, policy], policy)
+            cached = self._rates[w, policy] = (version, rates(self.entries_in(w - 1), policy))
+        r = rate_of(entry["filer_code"], cached[1], policy)
         return r if selected(self.key, view["hawb"], r) else None
 
 

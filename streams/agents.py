@@ -58,6 +58,7 @@ from streams.tables import Tables, define, in_event, sweep_bills
 from streams.topics import category_holds_topic, stage_topic
 
 log = logging.getLogger(__name__)
+BOARD_WAIT_S = 30.0  # longest wait for the board of filers before scoring anyway
 
 
 def _raw_topic(app: faust.App, *names: str, **kw: Any) -> faust.TopicT:
@@ -103,8 +104,11 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
     tables = define(app, s)
     stream_time = StreamTime()  # per partition of the input topics: bills expire by it
     pkey = s.pseudonym_key.encode()
-    sampler = Sampler(pkey)  # every filer at the share until filers' weekly counts are read
     board = Board()  # every filer's scorecard as published on targeting.filers
+    board_read = asyncio.Event()  # the board holds what the topic held at start
+    # stratified by filer from the previous week's entries of all filers on the board: the
+    # same on every worker that has read the same scorecards (flat share while it has none)
+    sampler = Sampler(pkey, board.entries_in, board.version)
 
     # stage batches count envelopes: about batch_size records
     envelope_batch = max(4, s.batch_size // (envelopes.MAX_RECORDS // 2))
@@ -178,6 +182,12 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
 
     @app.agent(by_shipper, name="score-parcels")
     async def score_parcels(stream: AsyncIterable[EventT]) -> None:
+        # the sample's rates come from the board: a worker scores once its board has read
+        # the scorecards already published (as any other worker's has), or after a while
+        try:
+            await asyncio.wait_for(board_read.wait(), BOARD_WAIT_S)
+        except TimeoutError:
+            log.warning("scoring before the board of filers has read targeting.filers")
         # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
             box = outbox()
@@ -273,7 +283,7 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
     async def follow_filer_cards() -> None:
         while True:  # as for promotions: a broker hiccup must not freeze the board
             try:
-                await follow_filers(s, board)
+                await follow_filers(s, board, board_read)
             except Exception:
                 log.exception("targeting.filers reader failed; retrying")
                 await asyncio.sleep(2.0)

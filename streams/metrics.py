@@ -139,6 +139,30 @@ FILERS = Counter(
 _filer_labels: set[str] = set()
 
 
+# The board of filers (streams/filers.py): every worker reads every filer's scorecard from
+# targeting.filers; the compliance sample's rates come from the weekly counts on it, so
+# workers whose boards differ (one behind: a stale last update) may sample differently.
+BOARD_FILERS = Gauge(
+    "parcel_risk_filer_board_filers", "Filers whose scorecard this worker's board holds"
+)
+BOARD_UPDATES = Counter(
+    "parcel_risk_filer_board_updates_total",
+    "Filer scorecards this worker read from targeting.filers into its board",
+)
+BOARD_LAST_UPDATE = Gauge(
+    "parcel_risk_filer_board_last_update_timestamp_seconds",
+    "When this worker's board last read a scorecard (Unix time; 0: none yet)",
+)
+
+
+def board_read(filers: int, cards: int) -> None:
+    """Scorecards read into the board, which now holds `filers` filers."""
+    BOARD_FILERS.set(filers)
+    if cards:
+        BOARD_UPDATES.inc(cards)
+        BOARD_LAST_UPDATE.set(time.time())
+
+
 def count_filers(kinds: Iterable[tuple[str, str]]) -> None:
     """Per-filer series, for the first MAX_FILER_SERIES codes seen; the rest are 'other'."""
     for (filer, kind), n in Tally(kinds).items():

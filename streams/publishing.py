@@ -39,8 +39,9 @@ def scored(res: ScoreResult) -> list[Outgoing]:
 
 
 def filer_cards(cards: Sequence[Scorecard]) -> list[Outgoing]:
-    """Filers' current scorecards, keyed by filer code (the topic is compacted)."""
-    return [Outgoing("filers", c.filer.encode(), encode(c.as_dict())) for c in cards]
+    """Filers' current scorecards, with their entries per week and the entries behind their
+    figures, keyed by filer code (the topic is compacted)."""
+    return [Outgoing("filers", c.filer.encode(), encode(c.as_dict(evidence=True))) for c in cards]
 
 
 def dead_letters(dead: Sequence[tuple[Incoming, RecordError]]) -> list[Outgoing]:

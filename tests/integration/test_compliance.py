@@ -202,6 +202,23 @@ async def test_a_sloppy_filers_scorecard_shows_its_sampled_rate_and_cites_entrie
     assert ("9XK00", "late_t86") in found and ("9XK00", "sampled exam: seized_ipr") in found
     assert any(f.startswith("invalid: lines[0].hts") for _h, f in found)
     assert {row["entry_number"][:3] for row in evidence["evidence"]} == {"9XK"}
+    # the scorecard the filer's owner published cites the same entries (one code path)
+
+    def published(got: list[tuple[bytes, bytes]]) -> dict:
+        return {k.decode(): orjson.loads(v) for k, v in got}.get("9XK", {})
+
+    got = await read_all(
+        s, "filers_topic", timeout=90,
+        until=lambda got: published(got).get("sampled_exams") == 10
+        and published(got).get("invalid") == 1,
+    )  # fmt: skip
+    card = published(got)
+    assert {k: card[k] for k in bad if k != "evidence"} == bad
+
+    def rows(card: dict) -> list[tuple]:
+        return sorted(tuple(sorted(r.items(), key=str)) for r in card["evidence"])
+
+    assert rows(card) == rows(evidence)
 
 
 async def test_filer_scorecards_are_published_compacted_and_every_worker_scores_with_them(
@@ -291,3 +308,98 @@ async def test_filer_scorecards_are_published_compacted_and_every_worker_scores_
     decided = await decisions_for(s, {e["hawb"] for e in later})
     rates = [d["features"][INDEX["filer_violation_rate"]] for ds in decided.values() for d in ds]
     assert rates and all(r == pytest.approx(expected, rel=1e-6) for r in rates), (expected, rates)
+
+
+async def test_the_live_sample_gives_every_filer_its_minimum_and_a_replay_selects_the_same(
+    settings, tmp_path, start_worker
+) -> None:
+    """Two event-time weeks through the real worker: in the first its board has no counts
+    of the week before (flat share); the filers' owner counts the entries per week and
+    publishes them, every board reads them, and in the second week every filer with
+    entries in the first gets its minimum, the whole stays near the share. A replay (a new
+    app id on the same input and the same targeting.filers, outputs of its own) selects
+    the same HAWBs. The 100k-parcel figures are in tests/unit/test_sampling.py: here a
+    smaller volume at a higher share."""
+    from datetime import date, timedelta
+
+    from models.sampling import week
+    from tests.conftest import free_port
+
+    share, minimum = 0.05, 2
+    rules = tmp_path / "rules.toml"
+    policy = f"share = {share}\nmin_per_week = {minimum}"
+    rules.write_text(RULES.replace("{factor}", "1.0").replace("share = 0.0", policy))
+    s = settings.with_(rules=str(rules))
+    await ensure_topics(s)
+    worker = start_worker(s, PARCEL_RISK_RULES=str(rules))
+
+    volumes = {"BG1": 500, "MD2": 150, "SM3": 12, "SM4": 6, "SM5": 3}
+    mondays = [date(2025, 3, 3), date(2025, 3, 10)]
+
+    def traffic(w: int) -> list[dict]:
+        out = []
+        for filer, n in volumes.items():
+            for i in range(n):
+                serial = f"{w}{i:06d}"
+                day = (mondays[w] + timedelta(days=i % 7)).isoformat()
+                e = _entry(f"{filer}{w}{i:04d}", serial, f"{i} Main St", f"Seller{i % 40}")
+                e.update(
+                    filer_code=filer,
+                    entry_number=filer + serial + str(entry_check_digit(filer, serial)),
+                    event_time=f"{day}T10:00:00+00:00",
+                    estimated_arrival=day,
+                )
+                out.append(e)
+        return out
+
+    weeks = [traffic(0), traffic(1)]
+    w0 = week(event_epoch(validate("entry", weeks[0][0])))
+
+    def cards(got: list[tuple[bytes, bytes]]) -> dict[str, dict]:
+        return {k.decode(): orjson.loads(v) for k, v in got}  # the latest per filer
+
+    def counted(got: list[tuple[bytes, bytes]]) -> bool:
+        latest = cards(got)
+        return all(latest.get(f, {}).get("weeks", {}).get(str(w0)) == n for f, n in volumes.items())
+
+    await publish(s, "entries_topic", weeks[0])
+    await decisions_for(s, {e["hawb"] for e in weeks[0]})
+    await read_all(s, "filers_topic", timeout=90, until=counted, worker=worker)
+    await asyncio.sleep(3.0)  # the board follows the topic (a poll a second)
+    await publish(s, "entries_topic", weeks[1])
+    hawbs = {e["hawb"] for w in weeks for e in w}
+
+    def sampled(got: dict[str, list[dict]]) -> dict[str, float]:
+        """HAWB -> its sampling rate, for the entries the sample chose (entry's decision)."""
+        entries = s.topic("entries_topic")
+        return {
+            h: d["sample_rate"]
+            for h, ds in got.items()
+            for d in ds
+            if d["source"]["topic"] == entries and d["sample_rate"] is not None
+        }
+
+    live = sampled(await decisions_for(s, hawbs, timeout=120))
+    first = {h: r for h, r in live.items() if h[3] == "0"}
+    second = {h: r for h, r in live.items() if h[3] == "1"}
+    assert set(first.values()) == {share}  # no counts of the week before: the flat share
+    per_filer = {f: sum(h.startswith(f) for h in second) for f in volumes}
+    assert all(n >= minimum for n in per_filer.values()), per_filer
+    assert {second[h] for h in second if h.startswith("SM5")} == {1.0}  # 3 entries: all
+    total = sum(volumes.values())
+    assert abs(len(second) / total - share) < 0.35 * share, (len(second), total, per_filer)
+
+    # the replay: same input, same reference data (targeting.filers), outputs of its own
+    replay = s.with_(
+        app_id=s.app_id + "-replay",
+        web_port=free_port(),
+        data_dir=s.data_dir.with_name(s.data_dir.name + "-replay"),
+        decisions_topic="replay.parcels.decisions",
+        holds_topic="replay.targeting.holds",
+        deadletter_topic="replay.parcels.deadletter",
+    )
+    await ensure_topics(replay)
+    start_worker(replay, PARCEL_RISK_RULES=str(rules))
+    again = sampled(await decisions_for(replay, hawbs, timeout=120))
+    assert sorted(again) == sorted(live)
+    assert again == live  # and at the same rates

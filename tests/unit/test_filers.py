@@ -30,7 +30,8 @@ def _entry(filer: str, n: int) -> dict:
 def _cards():
     entries = [_entry("9XK", n) for n in range(40)] + [_entry("AB1", n) for n in range(40)]
     decisions = [
-        {"hawb": e["hawb"], "rules": ["late_t86"] if n < 8 and e["filer_code"] == "9XK" else [],
+        {"hawb": e["hawb"], "source": {"topic": TOPIC},
+         "rules": ["late_t86"] if n < 8 and e["filer_code"] == "9XK" else [],
          "action": "sample" if n % 2 else None, "sample_rate": 0.5 if n % 2 else None}
         for n, e in enumerate(entries)
     ]  # fmt: skip
@@ -242,3 +243,138 @@ def test_training_rows_carry_the_filers_record_without_the_parcels_own_outcome()
     assert first["examined"] == second["examined"] == 0.0  # their own exams are not in
     assert (later["examined"], later["violative"]) == (2.0, 2.0)
     assert later["violation_rate"] > first["violation_rate"]
+
+
+# --- entries per week, evidence in the published scorecard, the board's entries_in ---------
+
+
+def _dated(filer: str, n: int, day: str) -> dict:
+    e = _entry(filer, n)
+    e["event_time"] = f"{day}T10:00:00+00:00"
+    return e
+
+
+def test_the_owner_counts_entries_per_event_time_week_bounded() -> None:
+    """Entries are counted in the week of their event time (weeks start on Monday, UTC);
+    only the latest WEEKS weeks are kept, and the scorecard carries them."""
+    from datetime import date, timedelta
+
+    from models.filers import WEEKS, decided
+    from models.pipeline import filer_batch
+    from models.records import event_epoch
+    from models.sampling import week
+
+    monday = date(2025, 3, 3)
+    days = [monday + timedelta(days=d) for d in (0, 6, 7, 8, 9)]  # 2 in one week, 3 in next
+    entries = [_dated("9XK", n, d.isoformat()) for n, d in enumerate(days)]
+    views = [{"hawb": e["hawb"], "entry": e} for e in entries]
+    ds = [{"source": {"topic": TOPIC}, "action": None, "rules": []} for _ in entries]
+    table: dict = {}
+    (card,), _ = filer_batch(decided(views, ds, TOPIC), list(range(5)), table, Thresholds())
+    w = week(event_epoch(entries[0]))
+    assert card.weeks == {str(w): 2, str(w + 1): 3}
+    assert card.as_dict()["weeks"] == card.weeks  # published with the scorecard
+    later = [_dated("9XK", 100 + n, (monday + timedelta(weeks=n)).isoformat()) for n in range(12)]
+    views = [{"hawb": e["hawb"], "entry": e} for e in later]
+    ds = [{"source": {"topic": TOPIC}, "action": None, "rules": []} for _ in later]
+    (card,), _ = filer_batch(decided(views, ds, TOPIC), list(range(5, 17)), table, Thresholds())
+    assert len(card.weeks) == WEEKS
+    assert max(map(int, card.weeks)) == w + 11 and min(map(int, card.weeks)) == w + 11 - WEEKS + 1
+
+
+def test_the_published_scorecard_cites_the_latest_entries_behind_each_figure() -> None:
+    """Late filings, invalid entries, sampled and targeted exams each keep their most
+    recent EVIDENCE entries, with entry number, HAWB, date and what was found."""
+    from models.filers import EVIDENCE, _decided, exam_message, invalid_message
+    from models.pipeline import filer_batch
+
+    entries = [_entry("9XK", n) for n in range(EVIDENCE + 5)]
+    late = [
+        _decided(e, e["hawb"], {"action": None, "rules": ["late_t86"], "sample_rate": 0.5})
+        for e in entries
+    ]
+    broken = {**_entry("9XK", 999), "lines": [{"hts": "640"}]}
+    invalid = invalid_message(orjson.dumps(broken), "invalid:t:0:1", "lines[0].hts: '640'")
+    assert invalid is not None
+    exams = [exam_message(e, e["hawb"], "seized_ipr") for e in entries]
+    msgs = [*late, invalid, *exams]
+    (card,), _ = filer_batch(msgs, list(range(len(msgs))), {}, Thresholds())
+    published = orjson.loads(orjson.dumps(card.as_dict(evidence=True)))
+    rows = published["evidence"]
+    assert sum(r["found"] == "late_t86" for r in rows) == EVIDENCE  # bounded
+    assert sum(r["found"] == "sampled exam: seized_ipr" for r in rows) == EVIDENCE
+    last = entries[-1]
+    assert {"entry_number": last["entry_number"], "hawb": last["hawb"],
+            "date": last["event_time"][:10], "found": "late_t86"} in rows  # fmt: skip
+    assert entries[0]["hawb"] not in {r["hawb"] for r in rows}  # the oldest are dropped
+    (bad,) = [r for r in rows if r["found"].startswith("invalid")]
+    found = "invalid: lines[0].hts: '640'"
+    date = broken["event_time"][:10]
+    assert bad == {
+        "entry_number": broken["entry_number"],
+        "hawb": None,
+        "date": date,
+        "found": found,
+    }
+
+
+def test_the_topics_scorecard_and_the_published_one_agree() -> None:
+    """`filers` computes from the topics' records what the owner publishes from the same
+    events (one code path): figures, weeks and evidence."""
+    from models.filers import decided
+    from models.outputs import Source
+    from models.pipeline import Incoming, filer_batch, join_batch
+
+    entries = [_entry("9XK", n) for n in range(6)]
+    decisions = [
+        {"hawb": e["hawb"], "source": {"topic": TOPIC}, "action": "sample" if n < 3 else None,
+         "rules": ["late_t86"] if n == 4 else [], "sample_rate": 0.5 if n < 3 else None}
+        for n, e in enumerate(entries)
+    ]  # fmt: skip
+    broken = {**_entry("9XK", 99), "lines": [{"hts": "640"}]}
+    outcomes = [
+        {"schema_version": 1, "event_time": "2025-03-05T00:00:00Z", "hawb": e["hawb"],
+         "outcome": "seized_ipr" if n % 2 else "released", "examined_at": "2025-03-04T10:00:00Z",
+         "analyst": "a"}
+        for n, e in enumerate(entries)
+    ]  # fmt: skip
+    # the worker: join (entries, the broken one, exam outcomes) and the decided entries
+    bills: dict = {}
+    raws = [("entry", e) for e in [*entries, broken]] + [("disposition", o) for o in outcomes]
+    batch = [
+        Incoming(kind, Source(f"parcels.{kind}", 0, i, r["hawb"].encode()), orjson.dumps(r))
+        for i, (kind, r) in enumerate(raws)
+    ]
+    views = [{"hawb": e["hawb"], "entry": e} for e in entries]
+    live_msgs = decided(views, decisions, TOPIC)
+    res = join_batch(batch[:7], bills, 1 << 20)
+    live_msgs += [m for _k, m in res.filers]
+    live_msgs += [m for _k, m in join_batch(batch[7:], bills, 1 << 20).filers]
+    (live,), _ = filer_batch(live_msgs, list(range(len(live_msgs))), {}, Thresholds())
+    dead = [
+        {"source": {"topic": TOPIC, "partition": 0, "offset": 6}, "field": "lines[0].hts",
+         "reason": str(d[1]).split(": ", 1)[1],
+         "original_b64": base64.b64encode(d[0].raw or b"").decode()}
+        for d in res.dead
+    ]  # fmt: skip
+    offline = scorecards(entries, decisions, dead, outcomes, Thresholds(), TOPIC)["9XK"]
+    assert offline.as_dict(evidence=True) == live.as_dict(evidence=True)
+    assert (offline.sampled_exams, offline.targeted_exams, offline.invalid) == (3, 3, 1)
+
+
+def test_the_board_gives_every_filers_entries_of_a_week_and_never_takes_any_away() -> None:
+    from models.filers import WEEKS, Board
+
+    board = Board()
+    assert board.entries_in(2800) == {} and board.version(2800) == 0  # nothing read yet
+    board.update("BIG", {"weeks": {"2800": 900, "2801": 40}})
+    board.update("TNY", {"weeks": {"2800": 3}})
+    assert board.entries_in(2800) == {"BIG": 900, "TNY": 3}
+    v = board.version(2800)
+    board.update("BIG", {"weeks": {"2800": 100, "2801": 41}})  # published again with less
+    assert board.entries_in(2800)["BIG"] == 900 and board.version(2800) == v
+    assert board.entries_in(2801) == {"BIG": 41}
+    board.update("TNY", {"weeks": {"2800": 4}})  # a late entry of that week
+    assert board.entries_in(2800)["TNY"] == 4 and board.version(2800) > v
+    board.update("BIG", {"weeks": {str(2801 + n): 1 for n in range(WEEKS + 2)}})
+    assert 2800 not in board.weeks and len(board.weeks) == WEEKS  # bounded

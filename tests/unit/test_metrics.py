@@ -65,3 +65,32 @@ def test_per_filer_series_are_capped(monkeypatch):
     assert metrics.FILERS.labels("Z02", "entries")._value.get() == 2
     assert metrics.FILERS.labels("other", "entries")._value.get() == before + 2  # Z03
     assert "Z03" not in metrics._filer_labels
+
+
+def test_the_board_of_filers_is_exposed_and_promtool_accepts_the_exposition():
+    """Filers on this worker's board, scorecards read, the time of the last one; the
+    project's exposition passes `promtool check metrics` (Debian's prometheus package)."""
+    import shutil
+    import subprocess
+    import time
+
+    before = metrics.BOARD_UPDATES._value.get()
+    metrics.board_read(3, 0)  # the reader started: nothing read yet
+    assert metrics.BOARD_FILERS._value.get() == 3 and metrics.BOARD_UPDATES._value.get() == before
+    metrics.board_read(5, 7)
+    assert metrics.BOARD_FILERS._value.get() == 5
+    assert metrics.BOARD_UPDATES._value.get() == before + 7
+    assert time.time() - metrics.BOARD_LAST_UPDATE._value.get() < 5
+    text = generate_latest(REGISTRY).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["parcel_risk_filer_board_filers"].type == "gauge"
+    assert families["parcel_risk_filer_board_updates"].type == "counter"
+    assert families["parcel_risk_filer_board_last_update_timestamp_seconds"].type == "gauge"
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool is not installed (`make test` installs Debian's prometheus)")
+    # the project's families (Faust's own `faust_events_runtime_ms` fails promtool's lint)
+    ours = "".join(line + "\n" for line in text.splitlines() if metrics.PREFIX in line)
+    checked = subprocess.run([tool, "check", "metrics"], input=ours, text=True,
+                             capture_output=True, check=False)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -76,3 +76,45 @@ def test_violation_rate_is_weighted_by_sampling_rate_with_wilson_interval() -> N
     mixed = violation_rate([(True, 0.1)] * 10 + [(False, 0.01)] * 10)
     assert mixed.rate == pytest.approx(1 / 11)
     assert violation_rate([]).examined == 0
+
+
+def _view(hawb: str, filer: str, day: str) -> dict:
+    return {
+        "hawb": hawb,
+        "entry": {"filer_code": filer, "event_time": f"{day}T12:00:00+00:00"},
+    }
+
+
+def test_the_worker_sampler_reads_the_boards_counts_of_the_week_before() -> None:
+    """A small filer gets its minimum from the previous week's counts on the board; a
+    board with no counts (a worker that has read no scorecard) samples at the flat share;
+    late counts of the week before change the week's rates; two boards that agree select
+    the same HAWBs."""
+    from models.filers import Board
+    from models.sampling import Sampler
+
+    policy = SamplingPolicy(share=0.01, min_per_week=2)
+    next_monday = "2025-03-10"
+    w = week(1_740_960_000.0)  # 2025-03-03 00:00 UTC: the week before
+    board = Board()
+    sampler = Sampler(KEY, board.entries_in, board.version)
+    parcels = [_view(f"T{i}", "TNY", next_monday) for i in range(50)]
+    parcels += [_view(f"B{i}", "BIG", next_monday) for i in range(5_000)]
+
+    def chosen(s: Sampler) -> dict[str, float]:
+        return {v["hawb"]: r for v in parcels if (r := s.rate(v, policy)) is not None}
+
+    flat = chosen(sampler)
+    assert set(flat.values()) == {policy.share}  # empty board: every filer at the share
+    board.update("BIG", {"weeks": {str(w): 5_000}})
+    board.update("TNY", {"weeks": {str(w): 50}})
+    live = chosen(sampler)  # the counts changed: the rates are computed again
+    tiny = [h for h in live if h.startswith("T")]
+    assert len(tiny) >= policy.min_per_week and live[tiny[0]] == pytest.approx(
+        rates({"BIG": 5_000, "TNY": 50}, policy)["TNY"]
+    )
+    assert abs(len(live) - policy.share * 5_050) < 25
+    other = Board()
+    other.update("TNY", {"weeks": {str(w): 50}})
+    other.update("BIG", {"weeks": {str(w): 5_000}})  # another order, the same counts
+    assert chosen(Sampler(KEY, other.entries_in, other.version)) == live
