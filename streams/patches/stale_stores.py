@@ -46,9 +46,11 @@ class Recovery(FaustRecovery):
         if tps:
             ends = await consumer.highwaters(*tps)  # the next offset to be written
             for tp in tps:
-                persisted = destination.get(tp)
-                last = (ends.get(tp) or 0) - 1  # Faust's offsets are those of the last read
-                if persisted is not None and persisted > last:
+                persisted, end = destination.get(tp), ends.get(tp)
+                if persisted is None or end is None:  # no store offset, or no end known
+                    continue
+                last = end - 1  # Faust's offsets are those of the last message read
+                if persisted > last:
                     discard(self.tp_to_table[tp], tp, persisted, last)
                     destination[tp] = None  # read from the changelog's earliest offset
         await super()._build_offsets(consumer, tps, destination, title)
