@@ -241,7 +241,7 @@ async def remove_run(s: Settings, timeout_s: float = 60.0) -> None:
             if topics:
                 await admin.delete_topics(topics, timeout_ms=15_000)
             for group in groups:
-                await _delete_group(admin, group)
+                await delete_group(admin, group)
             await asyncio.sleep(0.5)  # deletion completes after the answer
     finally:
         await admin.close()
@@ -251,7 +251,7 @@ async def remove_run(s: Settings, timeout_s: float = 60.0) -> None:
     )
 
 
-async def _delete_group(admin: AIOKafkaAdminClient, group: str) -> None:
+async def delete_group(admin: AIOKafkaAdminClient, group: str) -> None:
     """DeleteGroups at the group's coordinator (aiokafka's admin has no call for it). A
     group with members left (a killed worker, until its session times out) is retried by
     the caller."""
