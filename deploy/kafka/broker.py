@@ -7,6 +7,8 @@ before or without the virtualenv. Usage:
     python deploy/kafka/broker.py fetch|start|stop|status|wait [--port 9092]
         [--ssl-port N] [--sasl-ssl-port N]
 
+start and wait wait KAFKA_START_WAIT_S (90) seconds for the broker to serve.
+
 State (data, logs, pid) lives in .local/kafka-<port>/ in the checkout (git-ignored).
 With --ssl-port / --sasl-ssl-port the broker also listens with TLS (a local CA and broker
 keystore made by the JDK's keytool, in the state dir's tls/; clients trust tls/ca.pem) and
@@ -133,7 +135,13 @@ def answers(port: int) -> bool:
     return brokers > 0 and leaderless == 0
 
 
-def wait(port: int, timeout: float = 90.0) -> None:
+def start_wait_s() -> float:
+    """How long start and wait wait for the broker to serve (KAFKA_START_WAIT_S)."""
+    return float(os.environ.get("KAFKA_START_WAIT_S", "90"))
+
+
+def wait(port: int, timeout: float | None = None) -> None:
+    timeout = start_wait_s() if timeout is None else timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if answers(port):
@@ -164,7 +172,8 @@ def not_up(port: int, timeout: float) -> str:
     return (
         f"{said}: its state dir {state_dir(port) / 'data'} holds {n:,} partition directories "
         f"({gib:.1f} GiB), which the broker loads before it answers; it may just be slow. "
-        "Delete topics it no longer needs (or, for a throwaway local broker, its state dir)"
+        "Give it longer (KAFKA_START_WAIT_S=600), then delete what test runs left on it "
+        "(python -m tests.leftovers --delete), or, for a throwaway broker, its state dir"
     )
 
 
