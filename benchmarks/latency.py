@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-import uuid
 from datetime import timedelta
 
 import numpy as np
@@ -137,16 +136,10 @@ def summary(latencies: list[float]) -> str:
 async def run(
     broker: str, rate: float, seconds: float, partitions: int, seed: int, stages: bool
 ) -> None:
-    tag = uuid.uuid4().hex[:6]
-    work = ROOT / ".local" / f"bench-latency-{tag}"
+    s = harness.own_run(Settings(broker=broker, partitions=partitions), "bl", "bench-latency")
+    work = ROOT / ".local" / s.app_id
     work.mkdir(parents=True)
-    s = Settings(
-        broker=broker,
-        topic_prefix=f"bl{tag}.",
-        app_id=f"bench-latency-{tag}",
-        partitions=partitions,
-        data_dir=work / "data",
-    )
+    s = s.with_(data_dir=work / "data")
     await ensure_topics(s)
     worker = harness.start_worker(s, work / "worker.log")
     try:
@@ -170,6 +163,7 @@ async def run(
         await reader
     finally:
         harness.stop(worker)
+        await harness.remove_run(s)  # its topics, changelogs and group: the broker is shared
     print(
         f"offered {rate:,.0f} records/s for {seconds:.0f}s ({len(sent):,} records), "
         f"worker CPU {busy:.0%} of a core while offered:"

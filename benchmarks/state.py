@@ -19,6 +19,7 @@ import copy
 import os
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -99,18 +100,26 @@ async def recover(s: Settings, log: Path, probe: int) -> tuple[float, dict]:
     """Start a worker, send a parcel from a known shipper, time until its decision."""
     started = time.monotonic()
     w = harness.start_worker(s, log)
-    hawb = f"P{uuid.uuid4().hex[:10].upper()}"
-    waiter = asyncio.create_task(decision_of(s, hawb))
-    await asyncio.sleep(1.0)
-    p = AIOKafkaProducer(bootstrap_servers=s.bootstrap)
-    await p.start()
-    await p.send_and_wait(s.topic("manifest_topic"), manifest(probe, hawb), key=hawb.encode())
-    await p.stop()
-    d = await waiter
-    took = time.monotonic() - started
-    os.kill(w.pid, signal.SIGKILL)
-    w.wait()
+    try:
+        hawb = f"P{uuid.uuid4().hex[:10].upper()}"
+        waiter = asyncio.create_task(decision_of(s, hawb))
+        await asyncio.sleep(1.0)
+        p = AIOKafkaProducer(bootstrap_servers=s.bootstrap)
+        await p.start()
+        await p.send_and_wait(s.topic("manifest_topic"), manifest(probe, hawb), key=hawb.encode())
+        await p.stop()
+        d = await waiter
+        took = time.monotonic() - started
+    finally:
+        _kill(w)
     return took, d
+
+
+def _kill(w: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a worker this benchmark started, by its pid."""
+    if w.poll() is None:
+        os.kill(w.pid, signal.SIGKILL)
+    w.wait()
 
 
 async def main() -> None:
@@ -119,33 +128,34 @@ async def main() -> None:
     a.add_argument("--partitions", type=int, default=8)
     a.add_argument("--broker", default="127.0.0.1:9092")
     args = a.parse_args()
-    tag = uuid.uuid4().hex[:6]
-    work = ROOT / ".local" / f"bench-state-{tag}"
-    s = Settings(
-        broker=args.broker,
-        topic_prefix=f"bs{tag}.",
-        app_id=f"bench-state-{tag}",
-        partitions=args.partitions,
-        data_dir=work / "data",
+    s = harness.own_run(
+        Settings(broker=args.broker, partitions=args.partitions), "bs", "bench-state"
     )
+    work = ROOT / ".local" / s.app_id
+    s = s.with_(data_dir=work / "data")
     work.mkdir(parents=True)
+    try:
+        await measure(s, work, args.shippers)
+    finally:
+        await harness.remove_run(s)  # its topics, changelogs and group: the broker is shared
+
+
+async def measure(s: Settings, work: Path, shippers: int) -> None:
     log = work / "worker.log"
     await ensure_topics(s)
     t0 = time.monotonic()
-    await produce(s, args.shippers)
-    print(
-        f"produced {args.shippers:,} manifests from distinct shippers in "
-        f"{time.monotonic() - t0:.0f}s"
-    )
+    await produce(s, shippers)
+    print(f"produced {shippers:,} manifests from distinct shippers in {time.monotonic() - t0:.0f}s")
     w = harness.start_worker(s, log)
-    took = await count_decisions(s, args.shippers, timeout=7200)
-    rss = harness.rss_mib(w.pid)
+    try:
+        took = await count_decisions(s, shippers, timeout=7200)
+        rss = harness.rss_mib(w.pid)
+    finally:
+        _kill(w)  # a crash, as the restarts below recover from
     print(
-        f"decided all in {took:.0f}s ({args.shippers / took:,.0f} parcels/s through three "
+        f"decided all in {took:.0f}s ({shippers / took:,.0f} parcels/s through three "
         f"stages); worker RSS {rss:,.0f} MiB; local RocksDB {harness.du_mib(s.data_dir):,.0f} MiB"
     )
-    os.kill(w.pid, signal.SIGKILL)
-    w.wait()
     warm, d1 = await recover(s, log, probe=7)
     print(
         f"restart with local store: first decision after {warm:.1f}s; shipper history "

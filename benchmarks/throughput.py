@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -136,17 +135,22 @@ async def main() -> None:
         "--workers", type=int, nargs="+", default=[1], help="worker counts to run, e.g. 1 2"
     )
     args = a.parse_args()
-    tag = uuid.uuid4().hex[:6]
-    prefix = f"bt{tag}."
-    work = ROOT / ".local" / f"bench-throughput-{tag}"
-    work.mkdir(parents=True)
-    s = Settings(
-        broker=args.broker,
-        topic_prefix=prefix,
-        app_id=f"bench-throughput-{tag}",
-        partitions=args.partitions,
-        data_dir=work / "data",
+    s = harness.own_run(
+        Settings(broker=args.broker, partitions=args.partitions), "bt", "bench-throughput"
     )
+    work = ROOT / ".local" / s.app_id
+    work.mkdir(parents=True)
+    s = s.with_(data_dir=work / "data")
+    try:
+        await measure(s, args, work)
+    finally:
+        # its topics (naive and raw outputs, each worker count's decisions), changelogs and
+        # groups (the app id's, -naive, -w<count>): the broker is shared
+        await harness.remove_run(s)
+
+
+async def measure(s: Settings, args: argparse.Namespace, work: Path) -> None:
+    prefix = s.topic_prefix
     await ensure_topics(s)
     n = await preload(s, args.parcels, args.seed)
     print(f"topics prefix {prefix} ({args.partitions} partitions), work dir {work}")

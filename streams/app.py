@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from streams import agents, metadata, metrics, monitoring, rebalance, security
 from streams.patches.agent_errors import App, stopped_agents
+from streams.patches.stale_stores import TableManager
 from streams.serving import ModelServer
 from streams.settings import Settings
 
@@ -50,6 +51,8 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
         # 100 records each, so this also bounds the memory of a stage that falls behind
         stream_buffer_maxsize=512,
         autodiscover=False,
+        # a local store ahead of its changelog (the broker's state wiped) is rebuilt
+        TableManager=TableManager,
     )
     _serve_metrics(app)
     _serve_liveness(app)

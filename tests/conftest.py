@@ -2,12 +2,16 @@
 
 Integration tests never use a mock broker: the session starts the project's own broker
 (deploy/kafka) unless one already answers, and stops it by pid if it started it. Each test
-gets its own topic prefix and consumer group so tests do not see each other's records.
+gets its own topic prefix and consumer group so tests do not see each other's records, and
+deletes them at teardown (the `runs` fixture, benchmarks/harness.remove_run): the broker is
+often the user's own (`make run`'s), and thousands of leftover partitions once kept it from
+starting. The session ends by checking that no test left any behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib.util
 import os
 import shutil
@@ -15,17 +19,17 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
-from benchmarks.harness import free_port
+from benchmarks.harness import free_port, leftovers, own_run, remove_run
 from streams.security import connection
 from streams.settings import ROOT, Settings, to_env
 
+T = TypeVar("T")
 KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
 BROKER_SCRIPT = ROOT / "deploy" / "kafka" / "broker.py"
 
@@ -39,17 +43,78 @@ def _broker(action: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end from sync code, in a thread of its own: a fixture's
+    teardown may come while an async test's event loop is still the thread's."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+# every run of its own this session made on the shared broker, for the check at its end
+SESSION_RUNS: list[Settings] = []
+
+
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[str]:
-    """Bootstrap address of a running broker: reused if up, else started and later stopped."""
+    """Bootstrap address of a running broker: reused if up, else started and later stopped.
+
+    At the end of the session, no topic or consumer group of a test may be left on it."""
     already = _broker("status").returncode == 0
     if not already:
         started = _broker("start")
         if started.returncode != 0:
             pytest.fail(f"could not start Kafka:\n{started.stdout}\n{started.stderr}")
-    yield f"127.0.0.1:{KAFKA_PORT}"
-    if not already:
-        _broker("stop")
+    address = f"127.0.0.1:{KAFKA_PORT}"
+    try:
+        yield address
+        left = {
+            s.app_id: found
+            for s in SESSION_RUNS
+            if s.broker == address and any(found := blocking(leftovers(s)))
+        }
+        assert not left, f"tests left topics/groups on the broker at {address}: {left}"
+    finally:
+        if not already:
+            _broker("stop")
+
+
+class Runs:
+    """The runs of its own (topic prefix, app id) of one test on a shared broker, and the
+    processes writing to them: at teardown the processes are stopped first, then every
+    topic and consumer group of the runs is deleted."""
+
+    def __init__(self) -> None:
+        self.settings: list[Settings] = []
+        self.stops: list[Callable[[], None]] = []
+
+    def new(self, base: Settings, kind: str, app: str) -> Settings:
+        """`base` with a topic prefix and app id of its own (benchmarks/harness.own_run)."""
+        return self.add(own_run(base, kind, app))
+
+    def add(self, s: Settings) -> Settings:
+        """Delete the topics and groups of `s` (its prefix, its app id) at teardown."""
+        self.settings.append(s)
+        SESSION_RUNS.append(s)
+        return s
+
+    def on_teardown(self, stop: Callable[[], None]) -> None:
+        """Stop a process of these runs before their topics are deleted."""
+        self.stops.append(stop)
+
+    def close(self) -> None:
+        for stop in reversed(self.stops):
+            stop()
+        self.stops.clear()
+        for s in self.settings:
+            blocking(remove_run(s))
+
+
+@pytest.fixture
+def own_runs() -> Iterator[Runs]:
+    """Set up before `settings` and `start_worker`, which use it, so torn down after them."""
+    runs = Runs()
+    yield runs
+    runs.close()
 
 
 @pytest.fixture(scope="session")
@@ -98,12 +163,10 @@ class Broker:
         )
 
     def worker_settings(self, model_dir: Path, data_dir: Path, partitions: int = 4) -> Settings:
-        """A worker of its own on this broker (SCRAM over TLS if the broker is secure)."""
-        tag = uuid.uuid4().hex[:8]
+        """A worker of its own on this broker (SCRAM over TLS if the broker is secure); the
+        broker's state goes with it, so its topics need no deleting."""
         s = self.sasl_settings() if self.sasl_port else Settings(broker=f"127.0.0.1:{self.port}")
-        return s.with_(
-            topic_prefix=f"o{tag}.",
-            app_id=f"parcel-risk-own-{tag}",
+        return own_run(s, "o", "parcel-risk-own").with_(
             model_dir=model_dir,
             web_port=free_port(),
             partitions=partitions,
@@ -141,17 +204,14 @@ def secure_broker() -> Iterator[Broker]:
 
 
 @pytest.fixture
-def settings(kafka: str, model_dir: Path) -> Settings:
-    """Settings with a unique topic prefix and app id for this test."""
-    tag = uuid.uuid4().hex[:8]
-    return Settings(
-        broker=kafka,
-        topic_prefix=f"t{tag}.",
-        app_id=f"parcel-risk-test-{tag}",
+def settings(kafka: str, model_dir: Path, own_runs: Runs) -> Settings:
+    """Settings with a unique topic prefix and app id for this test (deleted after it)."""
+    s = own_runs.new(Settings(broker=kafka), "t", "parcel-risk-test")
+    return s.with_(
         model_dir=model_dir,
         web_port=free_port(),
         partitions=4,
-        data_dir=model_dir.parent / f"worker-{tag}",
+        data_dir=model_dir.parent / f"worker-{s.app_id}",
     )
 
 
@@ -186,12 +246,13 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator:
+def start_worker(tmp_path: Path, own_runs: Runs) -> Iterator:
     started: list[WorkerProcess] = []
 
     def start(s: Settings, **env: str) -> WorkerProcess:
         w = WorkerProcess(s, tmp_path / f"worker-{len(started)}.log", env)
         started.append(w)
+        own_runs.on_teardown(w.stop)  # before its topics are deleted, if the test failed
         return w
 
     yield start

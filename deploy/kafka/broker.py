@@ -7,6 +7,8 @@ before or without the virtualenv. Usage:
     python deploy/kafka/broker.py fetch|start|stop|status|wait [--port 9092]
         [--ssl-port N] [--sasl-ssl-port N]
 
+start and wait wait KAFKA_START_WAIT_S (90) seconds for the broker to serve.
+
 State (data, logs, pid) lives in .local/kafka-<port>/ in the checkout (git-ignored).
 With --ssl-port / --sasl-ssl-port the broker also listens with TLS (a local CA and broker
 keystore made by the JDK's keytool, in the state dir's tls/; clients trust tls/ca.pem) and
@@ -133,13 +135,46 @@ def answers(port: int) -> bool:
     return brokers > 0 and leaderless == 0
 
 
-def wait(port: int, timeout: float = 90.0) -> None:
+def start_wait_s() -> float:
+    """How long start and wait wait for the broker to serve (KAFKA_START_WAIT_S)."""
+    return float(os.environ.get("KAFKA_START_WAIT_S", "90"))
+
+
+def wait(port: int, timeout: float | None = None) -> None:
+    timeout = start_wait_s() if timeout is None else timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if answers(port):
             return
         time.sleep(0.3)
-    raise TimeoutError(f"Kafka on {HOST}:{port} did not answer within {timeout:.0f}s")
+    raise TimeoutError(not_up(port, timeout))
+
+
+def partition_dirs(port: int) -> tuple[int, float]:
+    """(partition directories, their size in GiB) in the broker's state dir: each is a
+    partition the broker loads at start, so thousands of them make it slow to answer."""
+    data = state_dir(port) / "data"
+    dirs = [
+        p
+        for p in (data.iterdir() if data.is_dir() else ())
+        if p.is_dir() and p.name.rpartition("-")[2].isdigit() and not p.name.startswith("__")
+    ]
+    size = sum(f.stat().st_size for d in dirs for f in d.iterdir() if f.is_file())
+    return len(dirs), size / 2**30
+
+
+def not_up(port: int, timeout: float) -> str:
+    """Why a broker did not answer in time, with what its state dir holds."""
+    n, gib = partition_dirs(port)
+    said = f"Kafka on {HOST}:{port} did not answer within {timeout:.0f}s"
+    if n < 1000:
+        return f"{said} ({n} partition directories in {state_dir(port) / 'data'})"
+    return (
+        f"{said}: its state dir {state_dir(port) / 'data'} holds {n:,} partition directories "
+        f"({gib:.1f} GiB), which the broker loads before it answers; it may just be slow. "
+        "Give it longer (KAFKA_START_WAIT_S=600), then delete what test runs left on it "
+        "(python -m tests.leftovers --delete), or, for a throwaway broker, its state dir"
+    )
 
 
 def _pid(port: int) -> int | None:
@@ -285,7 +320,10 @@ def start(port: int, controller_port: int, ssl: int = 0, sasl: int = 0) -> None:
         print(f"Kafka already up on {HOST}:{port} (reused)")
         return
     if _pid(port) is not None:  # started by us but still booting
-        wait(port)
+        try:
+            wait(port)
+        except TimeoutError as e:
+            sys.exit(f"Kafka (pid {_pid(port)}) is still not serving: {e}")
         return
     fetch()
     conf = _write_config(port, controller_port, ssl, sasl)
@@ -319,10 +357,10 @@ def start(port: int, controller_port: int, ssl: int = 0, sasl: int = 0) -> None:
     (d / "broker.pid").write_text(str(proc.pid))
     try:
         wait(port)
-    except TimeoutError:
+    except TimeoutError as e:
         tail = (d / "logs" / "server.out").read_text(errors="replace")[-3000:]
         stop(port)
-        sys.exit(f"Kafka did not start; last log lines:\n{tail}")
+        sys.exit(f"Kafka did not start; last log lines:\n{tail}\n{e}")
     print(f"Kafka up on {HOST}:{port} (pid {proc.pid}, state in {d})")
 
 
@@ -362,7 +400,10 @@ def main() -> None:
     elif a.action == "stop":
         stop(a.port)
     elif a.action == "wait":
-        wait(a.port)
+        try:
+            wait(a.port)
+        except TimeoutError as e:
+            sys.exit(str(e))
     else:
         up = answers(a.port)
         print(f"Kafka on {HOST}:{a.port}: {'up' if up else 'down'} (our pid: {_pid(a.port)})")

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from benchmarks.harness import free_port
+from benchmarks.harness import free_port, own_run
 from streams.settings import ROOT, Settings
 from streams.topics import ensure_topics
-from tests.conftest import publish
+from tests.conftest import Runs, publish
 
 pytestmark = pytest.mark.integration
 POISON = {"hawb": "H1"}  # any message: the agent raises on the first one
@@ -36,9 +35,10 @@ def _start(kafka: str, topic: str, kind: str, datadir: Path) -> subprocess.Popen
 
 @pytest.mark.parametrize("kind", ["patched", "plain"])
 async def test_a_crashed_agent_ends_the_worker_non_zero(
-    kafka: str, kind: str, tmp_path: Path
+    kafka: str, kind: str, tmp_path: Path, own_runs: Runs
 ) -> None:
-    s = Settings(broker=kafka, topic_prefix=f"crash{uuid.uuid4().hex[:8]}.")
+    s = own_run(Settings(broker=kafka), "crash", "crash")
+    own_runs.add(s.with_(app_id=f"crash-{s.topic('manifest_topic')}"))  # crashing_app's
     await ensure_topics(s)  # Faust ignores a topic that is missing when it subscribes
     proc = _start(kafka, s.topic("manifest_topic"), kind, tmp_path)
     try:

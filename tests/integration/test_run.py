@@ -17,15 +17,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
+from benchmarks.harness import own_run
 from streams.settings import ROOT, Settings
-from tests.conftest import KAFKA_PORT, free_port, wait_for
+from tests.conftest import KAFKA_PORT, Runs, free_port, wait_for
 from tests.integration.test_deployment_env import listening, status
 from tests.unit.test_supervise import alive, gone_within
 
@@ -92,13 +92,14 @@ class Run:
 
 
 @pytest.fixture
-def runs(tmp_path: Path) -> Iterator:
+def runs(tmp_path: Path, own_runs: Runs) -> Iterator:
     started: list[Run] = []
 
     def start(args: list[str], env: dict[str, str] | None = None) -> Run:
         folder = tmp_path / f"run-{len(started)}"
         folder.mkdir()
         started.append(Run(folder, args, env))
+        own_runs.on_teardown(started[-1].cleanup)  # before its topics are deleted
         return started[-1]
 
     yield start
@@ -106,12 +107,13 @@ def runs(tmp_path: Path) -> Iterator:
         r.cleanup()
 
 
-def own_topics_env(model_dir: Path, data_dir: Path) -> dict[str, str]:
-    """A run of the test's own: topics, group and web port nobody else uses."""
-    tag = uuid.uuid4().hex[:8]
+def own_topics_env(model_dir: Path, data_dir: Path, s: Settings | None = None) -> dict[str, str]:
+    """A run of the test's own: topics, group and web port nobody else uses (those of `s`,
+    from own_runs.new on a shared broker, so that they are deleted after the test)."""
+    s = s or own_run(Settings(), "r", "parcel-risk-run")
     return {
-        "PARCEL_RISK_TOPIC_PREFIX": f"r{tag}.",
-        "PARCEL_RISK_APP_ID": f"parcel-risk-run-{tag}",
+        "PARCEL_RISK_TOPIC_PREFIX": s.topic_prefix,
+        "PARCEL_RISK_APP_ID": s.app_id,
         "PARCEL_RISK_WEB_PORT": str(free_port()),
         "PARCEL_RISK_MODEL_DIR": str(model_dir),
         "PARCEL_RISK_DATA_DIR": str(data_dir),
@@ -224,9 +226,10 @@ def test_run_with_no_setting_changed_publishes_holds_and_ctrl_c_leaves_nothing(
 
 
 def test_a_worker_killed_under_run_is_reported_and_run_exits_non_zero(
-    kafka: str, model_dir: Path, tmp_path: Path, runs
+    kafka: str, model_dir: Path, tmp_path: Path, runs, own_runs: Runs
 ) -> None:
-    env = {**own_topics_env(model_dir, tmp_path / "worker"), "PARCEL_RISK_BROKER": kafka}
+    s = own_runs.new(Settings(broker=kafka), "r", "parcel-risk-run")
+    env = {**own_topics_env(model_dir, tmp_path / "worker", s), "PARCEL_RISK_BROKER": kafka}
     run = runs(["run", "--rate", "50"], env)
     worker, feed = run.pids()
     # killed once it is working, not while it starts
@@ -251,9 +254,10 @@ def _worker_started(env: dict[str, str]) -> bool:
 
 
 def test_sigkill_of_run_takes_the_worker_and_the_feed_with_it(
-    kafka: str, model_dir: Path, tmp_path: Path, runs
+    kafka: str, model_dir: Path, tmp_path: Path, runs, own_runs: Runs
 ) -> None:
-    env = {**own_topics_env(model_dir, tmp_path / "worker"), "PARCEL_RISK_BROKER": kafka}
+    s = own_runs.new(Settings(broker=kafka), "r", "parcel-risk-run")
+    env = {**own_topics_env(model_dir, tmp_path / "worker", s), "PARCEL_RISK_BROKER": kafka}
     run = runs(["run", "--rate", "50"], env)
     worker, feed = run.pids()
     assert wait_for(lambda: _worker_started(env), 60), _worker_log()[-3000:]
@@ -271,7 +275,7 @@ def test_sigterm_stops_run_its_children_and_the_broker_it_started(
     port = free_port()
     while not _port_free(port + 1):  # broker.py puts the controller on port + 1
         port = free_port()
-    env = own_topics_env(model_dir, tmp_path / "worker")
+    env = own_topics_env(model_dir, tmp_path / "worker")  # its broker goes with its state
     run = runs(["--broker", f"127.0.0.1:{port}", "run", "--rate", "50"], env)
     try:
         worker, feed = run.pids(timeout=120)  # after starting a broker of its own
