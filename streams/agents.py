@@ -140,8 +140,18 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
         box.dead(bad)
         return record_events, records
 
+    async def expire_bills() -> None:
+        """The bills' expiry sweep, run by the join stage between its batches (a timer's
+        deletes would be flushed with a batch's writes before its outputs are out)."""
+        try:  # housekeeping must never take the worker down
+            sweep_bills(tables.bills, s.bill_ttl_s, stream_time, s.topic("manifest_topic"))
+            await tables.bills.flush_changelog()
+        except Exception:
+            log.exception("bill expiry sweep failed; will retry at the next interval")
+
     @app.agent(inputs, name="join-bills")
     async def join_bills(stream: AsyncIterable[EventT]) -> None:
+        sweep_due = time.monotonic() + s.bill_sweep_s
         # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):  # type: ignore[attr-defined]
             batch = [
@@ -167,6 +177,9 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
                 tables.bills,
                 remember=partial(record_forwarded, res.joined, tables.bills, per_event(events)),
             )
+            if time.monotonic() >= sweep_due:  # between batches: no batch's writes pending
+                sweep_due = time.monotonic() + s.bill_sweep_s
+                await expire_bills()
 
     @app.agent(by_consignee, name="consignee-history")
     async def consignee_history(stream: AsyncIterable[EventT]) -> None:
@@ -287,13 +300,5 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
             except Exception:
                 log.exception("targeting.filers reader failed; retrying")
                 await asyncio.sleep(2.0)
-
-    @app.timer(interval=s.bill_sweep_s)
-    async def expire_bills() -> None:
-        try:  # housekeeping must never take the worker down
-            sweep_bills(tables.bills, s.bill_ttl_s, stream_time, s.topic("manifest_topic"))
-            await tables.bills.flush_changelog()
-        except Exception:
-            log.exception("bill expiry sweep failed; will retry at the next interval")
 
     return tables

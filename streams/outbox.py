@@ -1,16 +1,20 @@
 """What one batch of a stage sends, and the one order in which a batch ends.
 
 At-least-once rests on that order, the same in every stage:
-1. every output of the batch (decisions, holds, dead letters, stage envelopes) is produced
-   and acknowledged by the broker;
-2. then the stage remembers what the broker now has (a bill's forwarded revision, a
-   shipper's acknowledged decisions), so a replay of this batch is recognised and skipped;
-3. then the tables' changelogs are flushed;
+1. the batch's table writes (a bill's records and the revisions they got, histories) are
+   flushed: changelog acknowledged by the broker, then the local store;
+2. then every output of the batch (decisions, holds, dead letters, stage envelopes) is
+   produced and acknowledged by the broker;
+3. then the stage remembers what the broker now has (a bill's forwarded revision, a
+   shipper's acknowledged decisions), so a replay of this batch is recognised and
+   skipped, and flushes that as in 1;
 4. only then are the batch's offsets acknowledged, which Faust does when the agent asks
    for its next batch.
-Remembering before 1 would skip work the broker never got (a loss after a crash);
-acknowledging before 3 would let a restart read tables older than the offsets (a replay
-the stage cannot recognise). `Outbox.settle` is steps 1-3, so no agent spells the order.
+Remembering before 2 would skip work the broker never got (a loss after a crash). Outputs
+before 1 would let a crash lose the revisions they carry: the replay, joined in another
+order across partitions, would give the same record another revision. Acknowledging
+before 3 would let a restart read tables older than the offsets (a replay the stage cannot
+recognise). `Outbox.settle` is steps 1-3, so no agent spells the order.
 """
 
 from __future__ import annotations
@@ -68,8 +72,10 @@ class Outbox:
     async def settle(
         self, *tables: BatchedTable, remember: Callable[[], None] | None = None
     ) -> None:
-        """Steps 1-3 of the module docstring: produce and wait for the broker, then
-        `remember`, then flush the tables' changelogs."""
+        """Steps 1-3 of the module docstring: flush the tables, produce and wait for the
+        broker, then `remember` and flush again."""
+        for table in tables:
+            await table.flush_changelog()
         messages, self.messages = self.messages, []
         if messages:
             send = self.app.producer.send  # straight to the producer, not Faust's channels
@@ -80,5 +86,5 @@ class Outbox:
             await asyncio.gather(*futures)
         if remember is not None:
             remember()
-        for table in tables:
-            await table.flush_changelog()
+            for table in tables:
+                await table.flush_changelog()

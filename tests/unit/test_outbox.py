@@ -1,6 +1,6 @@
-"""The order in which a stage's batch ends (streams/outbox.py), without Kafka: outputs
-acknowledged by the broker, then remembered, then the changelogs flushed; and nothing
-remembered or flushed when the broker refuses an output."""
+"""The order in which a stage's batch ends (streams/outbox.py), without Kafka: the
+batch's table writes flushed, then its outputs acknowledged by the broker, then
+remembered and flushed again; and nothing remembered when the broker refuses an output."""
 
 from __future__ import annotations
 
@@ -64,13 +64,14 @@ def _box(log: list[str], fail: bool = False) -> Outbox:
     return Outbox(App(Producer(log, fail)), outputs, partitions=4)  # type: ignore[arg-type]
 
 
-def test_outputs_are_acknowledged_before_they_are_remembered_and_flushed() -> None:
+def test_writes_are_flushed_before_outputs_and_outputs_acknowledged_before_remembered() -> None:
     log: list[str] = []
     box = _box(log)
     box.send([Outgoing("decisions", b"H1", b"{}"), Outgoing("decisions", b"H2", b"{}")])
     box.forward(Topic("stage2"), [(b"k", {"kind": "parcel"})])  # type: ignore[list-item]
     asyncio.run(box.settle(Table(log), remember=lambda: log.append("remembered")))  # type: ignore[arg-type]
     assert log == [
+        "flushed",  # the revisions the outputs carry, before any output
         "acked decisions",
         "acked decisions",
         "acked stage2",
@@ -80,13 +81,13 @@ def test_outputs_are_acknowledged_before_they_are_remembered_and_flushed() -> No
     assert box.messages == []  # a settled outbox starts the next batch empty
 
 
-def test_nothing_is_remembered_or_flushed_when_the_broker_refuses_an_output() -> None:
+def test_nothing_is_remembered_when_the_broker_refuses_an_output() -> None:
     log: list[str] = []
     box = _box(log, fail=True)
     box.send([Outgoing("decisions", b"H1", b"{}")])
     with pytest.raises(RuntimeError):
         asyncio.run(box.settle(Table(log), remember=lambda: log.append("remembered")))  # type: ignore[arg-type]
-    assert log == []  # the batch is not acknowledged either: the agent's error stops it
+    assert log == ["flushed"]  # the batch is not acknowledged either: the agent's error stops it
 
 
 def test_dead_letters_are_sent_with_the_batch_and_counted() -> None:

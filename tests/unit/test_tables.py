@@ -1,0 +1,83 @@
+"""BatchedTable (streams/tables.py): a batch's writes reach the local store only after the
+broker has their changelog, so a worker killed mid-batch leaves no store ahead of the
+broker (the replay of a record whose parcel never went out must not look forwarded)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+import pytest
+
+from streams.tables import BatchedTable, PartitionEvent, in_event
+
+
+class Metadata:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+
+
+class Producer:
+    """Records sends; each is acknowledged (or refused) a moment later, as by a broker."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None, int]] = []
+        self.refuse = refuse
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes | None, partition: int, *_: Any
+    ) -> Any:
+        ack: asyncio.Future[Metadata] = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, key, value, partition))
+        if self.refuse:
+            asyncio.get_running_loop().call_later(0.01, ack.set_exception, RuntimeError("refused"))
+        else:
+            md = Metadata(topic, partition, len(self.sent))
+            asyncio.get_running_loop().call_later(0.01, ack.set_result, md)
+        return ack
+
+
+def table(producer: Producer) -> BatchedTable:
+    app = faust.App("test-tables", store="memory://", broker="kafka://127.0.0.1:1")
+    app._producer = producer  # type: ignore[assignment] # Faust's, replaced before first use
+    schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+    t = BatchedTable(app, name="bills", default=None, partitions=4, schema=schema)
+    return app.tables.add(t)  # type: ignore[return-value]
+
+
+async def test_a_write_is_read_back_at_once_but_stored_only_after_its_changelog() -> None:
+    producer = Producer()
+    bills = table(producer)
+    with in_event(PartitionEvent(2, "parcels.manifest")):
+        bills["1Z1"] = {"revision": 1}
+        assert bills.get("1Z1") == {"revision": 1} and "1Z1" in bills
+    assert dict(bills.data.items()) == {}  # a kill here leaves the store as it was
+    assert await bills.flush_changelog() == 1
+    assert dict(bills.data.items()) == {"1Z1": {"revision": 1}}
+    [(topic, _key, _value, partition)] = producer.sent
+    assert (topic, partition) == ("test-tables-bills-changelog", 2)
+
+
+async def test_a_refused_changelog_leaves_the_store_alone() -> None:
+    bills = table(Producer(refuse=True))
+    with in_event(PartitionEvent(0, "parcels.manifest")):
+        bills["1Z1"] = {"revision": 1}
+    with pytest.raises(RuntimeError, match="refused"):
+        await bills.flush_changelog()
+    assert dict(bills.data.items()) == {}
+
+
+async def test_a_delete_hides_the_key_at_once_and_leaves_the_store_after_the_flush() -> None:
+    bills = table(Producer())
+    with in_event(PartitionEvent(1, "parcels.manifest")):
+        bills["1Z1"] = {"revision": 1}
+    await bills.flush_changelog()
+    with in_event(PartitionEvent(1, "parcels.manifest")):
+        del bills["1Z1"]
+        assert bills.get("1Z1") is None and "1Z1" not in bills
+        with pytest.raises(KeyError):
+            bills["1Z1"]
+    assert "1Z1" in dict(bills.data.items())
+    await bills.flush_changelog()
+    assert dict(bills.data.items()) == {}
