@@ -5,11 +5,15 @@ for a bill bumps its revision and yields the bill's current view, so a parcel is
 its first record and rescored, with both sides, when the other arrives. Bills remember
 their partition so the expiry sweep can delete them in the right changelog partition, and
 the revision each input record got, so a record replayed after a crash gets the same one,
-and the newest revision the next stage acknowledged, so such a replay is not sent twice.
+and the revisions the next stage acknowledged, so such a replay is not sent twice. Those
+are kept one by one, not as a high-water mark: after a crash the two records of a bill,
+read from two topics, can be replayed in either order, and a later revision acknowledged
+first says nothing of an earlier one whose parcel never went out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypedDict
 
 from models.parcel import ParcelView
@@ -30,7 +34,9 @@ class Bill(TypedDict, total=False):
     p: int  # the same, in bills stored before it had a name (partition_of reads either)
     touched: float  # stream time of its partition when last written: it expires by that
     seen: list[tuple[str, int]]  # (input record, its revision), the last SEEN of them
-    forwarded: int  # newest revision the next stage has acknowledged
+    # revisions the next stage has acknowledged, the last SEEN of them (an int, in bills
+    # stored before: every revision up to it)
+    forwarded: list[int] | int
 
 
 def join_record(
@@ -64,12 +70,18 @@ def forwarded(bill: Bill | None, source: str) -> bool:
     if bill is None:
         return False
     revision = dict(bill.get("seen", ())).get(source)
-    return revision is not None and revision <= bill.get("forwarded", 0)
+    if revision is None:
+        return False
+    done = bill.get("forwarded", ())
+    return revision <= done if isinstance(done, int) else revision in done
 
 
-def mark_forwarded(bill: Bill, revision: int) -> Bill:
-    """Note, once the next stage has it, that the bill's parcel up to `revision` went on."""
-    return {**bill, "forwarded": max(revision, bill.get("forwarded", 0))}
+def mark_forwarded(bill: Bill, revisions: Iterable[int]) -> Bill:
+    """Note, once the next stage has them, that these revisions of the bill's parcel went
+    on."""
+    done = bill.get("forwarded", ())
+    known = set(range(1, done + 1)) if isinstance(done, int) else set(done)
+    return {**bill, "forwarded": sorted(known.union(revisions))[-SEEN:]}
 
 
 def view_of(bill: Bill, hawb: str) -> ParcelView:

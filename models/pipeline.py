@@ -99,8 +99,8 @@ class JoinResult:
     forward: list[Forward] = field(default_factory=list)
     dead: list[tuple[Incoming, RecordError]] = field(default_factory=list)
     filers: list[ToFiler] = field(default_factory=list)  # invalid entries, exam outcomes
-    # per bill joined: (index of its last record, the bill as written, newest revision)
-    joined: dict[str, tuple[int, Bill, int]] = field(default_factory=dict)
+    # per bill joined: (index of its last record, the bill as written, revisions passed on)
+    joined: dict[str, tuple[int, Bill, list[int]]] = field(default_factory=dict)
     replays: int = 0  # records already joined and passed on before a crash
     failures: int = 0  # records whose processing raised (dead-lettered with the exception)
 
@@ -212,18 +212,20 @@ def _join_one(
         "source": source,
     }
     bills[hawb] = bill
-    newest = max(revision, res.joined[hawb][2]) if hawb in res.joined else revision
-    res.joined[hawb] = (i, bill, newest)
+    passed = res.joined[hawb][2] if hawb in res.joined else []
+    res.joined[hawb] = (i, bill, [*passed, revision])
     clock.observe(partition, t)
     return consignee.encode(), msg
 
 
-def record_forwarded(joined: dict[str, tuple[int, Bill, int]], bills: Table, ctx: Ctx) -> None:
+def record_forwarded(
+    joined: dict[str, tuple[int, Bill, list[int]]], bills: Table, ctx: Ctx
+) -> None:
     """After the next stage acknowledged a batch's parcels: note it in their bills (the
     bills as the join wrote them, not read again)."""
-    for hawb, (i, bill, revision) in joined.items():
+    for hawb, (i, bill, revisions) in joined.items():
         with ctx(i):
-            bills[hawb] = mark_forwarded(bill, revision)
+            bills[hawb] = mark_forwarded(bill, revisions)
 
 
 def _event(m: StageMessage) -> str:

@@ -184,6 +184,30 @@ def test_a_replay_the_next_stage_acknowledged_is_not_sent_again() -> None:
     assert (again.replays, [m["revision"] for _, m in again.forward]) == (1, [2])
 
 
+def test_a_replay_is_sent_when_a_later_revision_of_its_bill_went_on_first() -> None:
+    """After a crash the bill's two records, from two topics, come back in either order:
+    the entry's revision 2 acknowledged says nothing of the manifest's revision 1, whose
+    parcel never went out (the three-SIGKILL test lost such records)."""
+    bills: dict = {}
+    manifest, entry = _in("manifest", MANIFEST), _in("entry", ENTRY, 1)
+    join_batch([manifest], bills, 1 << 20)  # joined and flushed, the crash before its send
+    record_forwarded(join_batch([entry], bills, 1 << 20).joined, bills, no_ctx)  # acked
+    again = join_batch([manifest], bills, 1 << 20)
+    assert (again.replays, [m["revision"] for _, m in again.forward]) == (0, [1])
+    record_forwarded(again.joined, bills, no_ctx)
+    assert join_batch([manifest, entry], bills, 1 << 20).replays == 2
+
+
+def test_bills_stored_with_a_newest_forwarded_revision_are_still_read() -> None:
+    bills: dict = {}
+    manifest, entry = _in("manifest", MANIFEST), _in("entry", ENTRY, 1)
+    join_batch([manifest, entry], bills, 1 << 20)
+    ((hawb, bill),) = bills.items()
+    bills[hawb] = {**bill, "forwarded": 1}  # as stored before revisions were kept one by one
+    again = join_batch([manifest, entry], bills, 1 << 20)
+    assert (again.replays, [m["revision"] for _, m in again.forward]) == (1, [2])
+
+
 def test_a_published_decision_is_not_made_again_on_replay() -> None:
     """Decisions are remembered only once acknowledged; a replay of one is skipped, a
     parcel never remembered is decided, and the shipper's history stays usable."""
