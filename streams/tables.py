@@ -9,8 +9,8 @@ that record's own partition, store and changelog.
 Faust produces one changelog message per write through its producer buffer, one message
 at a time, and stalls the stream when that buffer passes 100 messages: the worker's top
 cost in profiles. `BatchedTable` keeps the writes of a batch and produces them in one go
-when the agent calls `flush_changelog()`, after the batch's outputs and before its offsets
-are acknowledged; only then does the local store get them.
+when `Outbox.settle` calls `flush_changelog()` (before the batch's outputs, and again
+after what the stage remembers of them); the local store gets them only then.
 """
 
 from __future__ import annotations
@@ -47,16 +47,16 @@ class Tables:
 
 
 class BatchedTable(faust.Table):
-    """A table whose writes of a batch are kept aside until the batch's outputs are out:
-    one changelog message per key written in the batch (its last value; the changelog is
-    compacted), then the local store.
+    """A table whose writes of a batch are kept aside until `flush_changelog`: one
+    changelog message per key written (its last value; the changelog is compacted), then,
+    once the broker has them, the local store.
 
     Faust writes the local store at once. A worker killed between a write and the batch's
     sends left its store ahead of what the broker had: the next worker on that data dir read
     a bill that said its first record had been forwarded when it never was, and skipped the
     replay (244 of 23,000 records without a decision after three SIGKILLs). Here the store
-    only gets what the changelog already has, after the batch's outputs, so a restart's
-    store is never ahead of the broker; reads in the batch see its own writes."""
+    only gets what the changelog already has, so a restart's store is never ahead of the
+    broker; reads in the batch see its own writes."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
