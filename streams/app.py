@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from streams import agents, metadata, metrics, monitoring, rebalance, security
 from streams.patches.agent_errors import App, stopped_agents
-from streams.patches.stale_stores import TableManager
+from streams.patches.tables import TableManager
 from streams.serving import ModelServer
 from streams.settings import Settings
 

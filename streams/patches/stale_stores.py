@@ -17,7 +17,7 @@ partition, the store's folder and both offsets, and is read from the changelog's
 Streams are paused during recovery, so nothing reads the store while it is emptied.
 
 A store that cannot be emptied in place (not RocksDB) gives a one-line error that names the
-folder to remove. Installed with the app's TableManager setting (streams/app.py).
+folder to remove. Part of the worker's Recovery (streams/patches/tables.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from faust.tables.manager import TableManager as FaustTableManager
 from faust.tables.recovery import Recovery as FaustRecovery
 from faust.types import TP
 
@@ -39,7 +38,7 @@ class StaleStoreError(RuntimeError):
     """A local store is ahead of its changelog and cannot be emptied here."""
 
 
-class Recovery(FaustRecovery):
+class RebuildStaleStores(FaustRecovery):
     async def _build_offsets(
         self, consumer: Any, tps: set[TP], destination: Any, title: str
     ) -> None:
@@ -54,16 +53,6 @@ class Recovery(FaustRecovery):
                     discard(self.tp_to_table[tp], tp, persisted, last)
                     destination[tp] = None  # read from the changelog's earliest offset
         await super()._build_offsets(consumer, tps, destination, title)
-
-
-class TableManager(FaustTableManager):
-    """Faust's table manager with the Recovery above (TableManager.recovery builds it)."""
-
-    @property
-    def recovery(self) -> Recovery:
-        if self._recovery is None:
-            self._recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
-        return self._recovery  # type: ignore[return-value]
 
 
 def store_path(table: Any, tp: TP) -> Path | None:
