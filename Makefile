@@ -67,13 +67,14 @@ integration: setup model
 slow: setup
 	$(BIN)/python -m pytest -q -m slow -o addopts=""
 
-## make bench: compute cost per decision (no broker), throughput and latency, worker state at
+## make bench: compute cost per decision (no broker), throughput, latency, a start on a backlog, worker state at
 ## scale, model quality (real broker); about an hour on 2 cores; figures in benchmarks/RESULTS.md
 bench: setup
 	$(BIN)/python -m benchmarks.compute
 	$(PYTHON) deploy/kafka/broker.py start
 	$(BIN)/python -m benchmarks.throughput --workers 1 2
 	$(BIN)/python -m benchmarks.latency
+	$(BIN)/python -m benchmarks.backlog
 	$(BIN)/python -m benchmarks.state
 	$(BIN)/python -m benchmarks.model_quality
 

@@ -47,7 +47,7 @@ from models.records import CATEGORIES, RecordError
 from models.rules import HoldCap, RulesFile
 from models.sampling import Sampler
 from models.stream_time import StreamTime
-from streams import envelopes, metrics
+from streams import backpressure, envelopes, metrics
 from streams.filers import follow_filers
 from streams.monitoring import DriftWatch
 from streams.outbox import Outbox
@@ -112,6 +112,14 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
 
     # stage batches count envelopes: about batch_size records
     envelope_batch = max(4, s.batch_size // (envelopes.MAX_RECORDS // 2))
+    if s.stage_backlog:  # later stages first (a backlog of input crowds them out)
+        backpressure.register(
+            app,
+            kinds,
+            [by_consignee.get_topic_name(), by_shipper.get_topic_name()],
+            high=s.stage_backlog,
+            low=s.stage_backlog // 2,
+        )
 
     def outbox() -> Outbox:
         return Outbox(app, outputs, s.partitions)

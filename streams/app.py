@@ -13,7 +13,8 @@ from faust.sensors.prometheus import PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from streams import agents, metadata, metrics, monitoring, rebalance, security
-from streams.patches.agent_errors import App, stopped_agents
+from streams.patches.agent_errors import stopped_agents
+from streams.patches.app import App
 from streams.patches.tables import TableManager
 from streams.serving import ModelServer
 from streams.settings import Settings

@@ -53,6 +53,18 @@ LATENCY_SECONDS = Histogram(
     "From a record's event time to its decision sent",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
+STAGE_BACKLOG = Gauge(
+    "parcel_risk_stage_backlog_envelopes",
+    "Envelopes on this worker's stage partitions not yet committed by their stage",
+)
+INPUT_HELD = Gauge(
+    "parcel_risk_input_held",
+    "1 while the input partitions are left out of fetches for the later stages to catch up",
+)
+INPUT_HOLDS = Counter(
+    "parcel_risk_input_holds_total",
+    "Times the input partitions were held back for the later stages to catch up",
+)
 MODEL = Info("parcel_risk_model", "The model version being served")
 SHADOW_MODEL = Info(
     "parcel_risk_shadow_model", "The candidate scored beside the serving model (empty: none)"

@@ -44,6 +44,9 @@ class Settings:
     # scoring
     batch_size: int = 2000
     batch_within_s: float = 0.05  # per stage: the longest a record waits for its batch to fill
+    # the join's input is held back while this many stage envelopes wait on the worker's
+    # partitions, until half as many do (streams/backpressure.py); 0: never held
+    stage_backlog: int = 160
     # OpenMP threads per model call: scoring batches are small, so more threads mostly spin
     model_threads: int = 1
     model_dir: Path = field(default=ROOT / "artifacts" / "models")
