@@ -223,8 +223,6 @@ def write_scores(path: Path, result: Evaluation, thresholds: Mapping[str, Any]) 
     return len(result.data)
 
 
-
-
 def _day(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
