@@ -55,6 +55,7 @@ run: model
 ## because one test runs `parcel-risk run` with every default, artifacts/models included
 test: setup tools promtool $(SCHEMAS) model
 	$(BIN)/ruff check streams models tests benchmarks deploy
+	$(BIN)/ruff format --check streams models tests benchmarks deploy
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
@@ -80,6 +81,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check streams models tests benchmarks deploy
+	$(BIN)/ruff format --check streams models tests benchmarks deploy
 	$(BIN)/mypy
 
 kafka-start: setup
