@@ -65,6 +65,19 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
     return app
 
 
+def internal_topics(app: faust.App) -> dict[str, dict[str, str]]:
+    """The topics Faust would declare as the app starts: its agents' internal input topics
+    (the stages) and its tables' changelogs (compacted), name -> topic config."""
+    topics: dict[str, dict[str, str]] = {}
+    for agent in app.agents.values():
+        channel = agent.channel
+        if isinstance(channel, faust.TopicT) and channel.internal:
+            topics.update({name: {} for name in channel.topics})
+    for table in app.tables.values():
+        topics[table.changelog_topic.get_topic_name()] = {"cleanup.policy": "compact"}
+    return topics
+
+
 def _serve_metrics(app: faust.App) -> None:
     """Faust's sensors and the project's metrics on /metrics: what Faust's
     `setup_prometheus_sensors` does, with its metrics named `faust_` whatever the app id

@@ -58,7 +58,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
 
     from models.registry import ArtifactError, load
     from models.rules import RulesError
-    from streams.app import create_app
+    from streams.app import create_app, internal_topics
     from streams.serving import (
         CONTROL_KEY,
         SHADOW_KEY,
@@ -104,6 +104,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
     except RulesError as exc:
         _error(f"rules refused: {exc}")
         return 2
+    asyncio.run(ensure_topics(s, internal=internal_topics(app)))  # before the group is joined
     err.print(
         f"worker {s.app_id}: model {artifact.version}, broker {s.bootstrap}, "
         f"metrics http://{s.web_host}:{s.web_port}/metrics"

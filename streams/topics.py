@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -44,20 +45,30 @@ def stage_topic(s: Settings, stage: str) -> str:
     return f"{s.app_id}-{stage}"
 
 
-async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> None:
-    """Create the product's topics if they do not exist (idempotent)."""
+async def ensure_topics(
+    s: Settings, timeout_s: float = 30.0, internal: Mapping[str, Mapping[str, str]] | None = None
+) -> None:
+    """Create the product's topics if they do not exist (idempotent), and a worker's
+    `internal` ones (name -> config), each with the worker's partition count.
+
+    Faust declares its internal topics (stage topics, changelogs) as it starts, and its
+    consumer may join the group before the last of them is in its metadata: the assignment
+    then leaves that topic out until the next metadata refresh, five minutes later. A
+    `make run` on a new broker scored nothing for its first minutes that way (the scoring
+    stage's topic was not assigned). Created here first, they are all there when it joins.
+    """
+    specs = {
+        name: (1 if "cleanup.policy" in cfg else s.partitions, cfg)
+        for name, cfg in all_topics(s).items()
+    }
+    specs.update({name: (s.partitions, dict(cfg)) for name, cfg in (internal or {}).items()})
     admin = AIOKafkaAdminClient(**connection(s), request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(
-                name,
-                num_partitions=1 if "cleanup.policy" in cfg else s.partitions,
-                replication_factor=1,
-                topic_configs=cfg,
-            )
-            for name, cfg in all_topics(s).items()
+            NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=cfg)
+            for name, (partitions, cfg) in specs.items()
             if name not in existing
         ]
         if wanted:
@@ -65,7 +76,7 @@ async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> None:
                 await admin.create_topics(wanted, timeout_ms=int(timeout_s * 1000))
         # Wait until the metadata shows them, so producers do not race the creation.
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while set(all_topics(s)) - set(await admin.list_topics()):
+        while set(specs) - set(await admin.list_topics()):
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError("topics did not appear in metadata")
             await asyncio.sleep(0.1)
