@@ -73,6 +73,7 @@ slow: setup
 bench: setup
 	$(BIN)/python -m benchmarks.compute
 	$(PYTHON) deploy/kafka/broker.py start
+	$(BIN)/python -m benchmarks.stream_floor
 	$(BIN)/python -m benchmarks.throughput --workers 1 2
 	$(BIN)/python -m benchmarks.latency
 	$(BIN)/python -m benchmarks.backlog

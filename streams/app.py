@@ -9,18 +9,32 @@ from __future__ import annotations
 import faust
 from aiohttp.web import Response
 from faust import web
-from faust.sensors.prometheus import PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from streams import agents, metadata, metrics, monitoring, rebalance, security
 from streams.patches.agent_errors import stopped_agents
 from streams.patches.app import App
+from streams.patches.sensors import Monitor
 from streams.patches.tables import TableManager
 from streams.serving import ModelServer
 from streams.settings import Settings
 
 
 def create_app(s: Settings, server: ModelServer) -> faust.App:
+    app = bare_app(s)
+    _serve_metrics(app)
+    _serve_liveness(app)
+    drift = monitoring.DriftWatch(s.drift_window_s, s.drift_min_count)
+    # the app carries its tables (monitoring, tests); faust.App declares no such attribute
+    app.tables_ = agents.register(app, s, server, drift)  # type: ignore[attr-defined]
+    tables = app.tables_  # type: ignore[attr-defined]
+    monitoring.register(app, tables, drift, lambda: server.versions())
+    return app
+
+
+def bare_app(s: Settings) -> App:
+    """The worker's app, its patches, settings and sensors, with no agent, table or page yet
+    (the stream floor benchmark measures its consumer with an agent that does nothing)."""
     rebalance.install()
     metadata.install()
     app = App(
@@ -55,13 +69,9 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
         # a local store ahead of its changelog (the broker's state wiped) is rebuilt
         TableManager=TableManager,
     )
-    _serve_metrics(app)
-    _serve_liveness(app)
-    drift = monitoring.DriftWatch(s.drift_window_s, s.drift_min_count)
-    # the app carries its tables (monitoring, tests); faust.App declares no such attribute
-    app.tables_ = agents.register(app, s, server, drift)  # type: ignore[attr-defined]
-    tables = app.tables_  # type: ignore[attr-defined]
-    monitoring.register(app, tables, drift, lambda: server.versions())
+    # Faust's sensors, named `faust_` whatever the app id (streams/metrics.py says why);
+    # called on every event, so part of the consumer's cost (streams/patches/sensors.py)
+    app.monitor = Monitor(metrics=metrics.faust_metrics())
     return app
 
 
@@ -79,10 +89,8 @@ def internal_topics(app: faust.App) -> dict[str, dict[str, str]]:
 
 
 def _serve_metrics(app: faust.App) -> None:
-    """Faust's sensors and the project's metrics on /metrics: what Faust's
-    `setup_prometheus_sensors` does, with its metrics named `faust_` whatever the app id
-    (streams/metrics.py says why)."""
-    app.monitor = PrometheusMonitor(metrics=metrics.faust_metrics())
+    """Faust's sensors (bare_app) and the project's metrics on /metrics: what Faust's
+    `setup_prometheus_sensors` does."""
 
     @app.page("/metrics")
     async def exposition(self: web.View, request: web.Request) -> web.Response:
