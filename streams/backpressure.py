@@ -45,7 +45,7 @@ def behind(ends: Mapping[TP, int], committed: Mapping[TP, int], tps: Iterable[TP
 
 def register(
     app: faust.App, inputs: Iterable[str], stages: Iterable[str], high: int, low: int
-) -> Gate:
+) -> None:
     """Every INTERVAL_S, hold or release this worker's partitions of `inputs` by the backlog
     on its partitions of `stages` (not while a rebalance runs: Faust pauses and seeks
     then)."""
@@ -69,5 +69,3 @@ def register(
         consumer.hold(
             frozenset(tp for tp in assigned if tp.topic in input_topics) if held else frozenset()
         )
-
-    return gate
