@@ -26,11 +26,12 @@ from faust.types import TP
 from faust.types.transports import ConsumerT, TransportT
 
 from streams.patches import written_for
+from streams.patches.drain import EagerDrain
 
 IDLE_S = 0.05  # a fetch with every active partition held waits this long, then returns empty
 
 
-class Consumer(driver.Consumer):
+class HoldingConsumer(driver.Consumer):
     held: frozenset[TP] = frozenset()
 
     def hold(self, tps: frozenset[TP]) -> None:
@@ -46,6 +47,11 @@ class Consumer(driver.Consumer):
                 return {}
             return await super()._getmany(asked, timeout)
         return await super()._getmany(active_partitions, timeout)
+
+
+class Consumer(HoldingConsumer, EagerDrain):
+    """The worker's consumer: partitions can be held back, and records are handed to the
+    streams eagerly (drain.py)."""
 
 
 class Transport(driver.Transport):
