@@ -97,7 +97,7 @@ def faust_floor(s: Settings, topic: str, n: int) -> tuple[float, float]:
 
 def agent_process(topic: str, n: int) -> None:
     """The Faust side, in this process: count events until n, print the figures, exit."""
-    from streams.app import bare_app
+    from streams.app import bare_app, settle_heap
 
     s = from_env()
     app = bare_app(s.with_(data_dir=ROOT / ".local" / s.app_id))
@@ -119,6 +119,7 @@ def agent_process(topic: str, n: int) -> None:
                 os._exit(0)  # the figure is out: no graceful stop to wait for
 
     sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+    settle_heap()  # as the worker does
     app.main()
 
 

@@ -58,7 +58,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
 
     from models.registry import ArtifactError, load
     from models.rules import RulesError
-    from streams.app import create_app, internal_topics
+    from streams.app import create_app, internal_topics, settle_heap
     from streams.serving import (
         CONTROL_KEY,
         SHADOW_KEY,
@@ -114,6 +114,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
     # Faust's start-up spinner sets the root logger to DEBUG so that every record spins it,
     # and leaves it there: every library debug() call then builds a record (~10% of CPU)
     worker.spinner = None
+    settle_heap()
     worker.execute_from_commandline()
     return 0
 
