@@ -125,7 +125,7 @@ class DeadLetter(TypedDict, total=False):
 
 
 def pseudonym(key: bytes, text: str) -> str:
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:20]
+    return hmac.digest(key, text.encode(), "sha256").hex()[:20]  # one-shot: no HMAC object
 
 
 def now_iso() -> str:
