@@ -407,9 +407,9 @@ def _column(node: ast.AST) -> Column | None:
         j = INDEX[node.id]
         return lambda X: X[:, j].astype(np.float64)
     if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        if isinstance(node.value, int) and abs(node.value) > 2**53:
+            return None  # not exactly a float: Python compares it exactly, numpy would not
         value = float(node.value)
-        if value != node.value:  # an integer beyond float precision
-            return None
         return lambda X: np.full(len(X), value)
     return None
 

@@ -290,3 +290,6 @@ def test_conditions_on_text_fields_stay_per_parcel() -> None:
     assert column_condition("origin in ('CN', 'HK') and declared_value_usd < 30") is None
     assert column_condition("declared_value_usd < (1, 2)") is None  # a TypeError per parcel
     assert column_condition("declared_value_usd in (1, 2) < 3") is None
+    huge = "declared_value_usd < 1" + "0" * 400  # beyond any float: compared exactly per parcel
+    rule = 'name = "huge"\naction = "review"\ncategory = "counterfeit"\nwhen = "' + huge + '"'
+    assert parse("[[rule]]\n" + rule).rules[0].when_columns is None
