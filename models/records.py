@@ -74,8 +74,8 @@ Scan = Callable[[Any, list[str]], int]
 class Rule:
     """One field's rule: `check` normalises a value or says why not; `typ` is the msgspec
     type of the values `check` returns unchanged, in plain JSON (`_plain`: its strings
-    have no whitespace at either end). `exact`: `typ` and `codes` are the whole rule (else
-    `check` also runs on what the C decoder accepted)."""
+    have no whitespace at either end). `exact`: `typ` (with `code`, for a code field) is the
+    whole rule (else `check` also runs on what the C decoder accepted)."""
 
     check: Check
     typ: Any
@@ -287,7 +287,7 @@ def _list_of(item: Rule, lo: int, hi: int) -> Rule:
 
 def _typed_dict(spec: Spec) -> Any:
     """The msgspec type of a spec's objects: optional fields may be absent or null (as
-    `_validate` allows); unknown fields are dropped, which `_key_count_typed` notices."""
+    `_validate` allows); unknown fields are dropped, which the key count in `_typed` notices."""
     fields = {
         name: rule.typ if required else NotRequired[rule.typ | None]
         for name, (rule, required) in spec.items()
