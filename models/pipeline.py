@@ -482,9 +482,7 @@ def _score(
         trusted_actions, trusted_categories = decide(scored.scores[rows], raised)
         for i, a, c in zip(rows, trusted_actions, trusted_categories, strict=True):
             scored.actions[i], scored.categories[i] = a, c
-    matches = [
-        rules.evaluate(v, row, k) for v, row, k in zip(views, scored.features, keys, strict=True)
-    ]
+    matches = rules.evaluate_batch(views, scored.features, keys)
     shadowed: list[Scored] = []
     if shadow is not None:
         try:  # a failing candidate must not cost a decision: they go out without it

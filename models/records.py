@@ -67,24 +67,34 @@ class RecordError(ValueError):
 
 Record = dict[str, Any]
 Check = Callable[[Any, str], Any]
+Scan = Callable[[Any, list[str]], int]
 
 
 @dataclass(frozen=True)
 class Rule:
     """One field's rule: `check` normalises a value or says why not; `typ` is the msgspec
     type of the values `check` returns unchanged, in plain JSON (`_plain`: its strings
-    have no whitespace at either end). `exact`: `typ` is the whole rule (else `check` also
-    runs on what the C decoder accepted)."""
+    have no whitespace at either end). `exact`: `typ` (with `code`, for a code field) is the
+    whole rule (else `check` also runs on what the C decoder accepted)."""
 
     check: Check
     typ: Any
     exact: bool = True
-    keys: Callable[[Any], int] | None = None  # keys in a value, for rules of objects
+    code: str = ""  # a code field's tag: its pattern (`_code`), checked by `_codes_match`
+    # objects and lists of them: the keys in a value, and its codes appended (tag, code)
+    scan: Scan | None = None
 
 
-def _matching(rx: str) -> Any:
-    """A string type matching all of `rx` (\\Z: `$` would allow a trailing newline)."""
-    return Annotated[str, msgspec.Meta(pattern=f"^(?:{rx})\\Z")]
+# Codes (waybills, entry numbers, country codes...) are matched all at once per record:
+# one regular expression over `tag, code, ...` joined by _SEP, where each tag names its
+# code's pattern, instead of one call into Python's `re` per field from the C decoder.
+_SEP: Final = "\x1f"
+_TAGS: dict[str, str] = {}  # pattern -> tag
+
+
+def _code(rx: re.Pattern[str]) -> str:
+    """The tag of a code pattern."""
+    return _TAGS.setdefault(rx.pattern, chr(ord("a") + len(_TAGS)))
 
 
 def mawb_check_digit(serial7: str) -> int:
@@ -137,7 +147,7 @@ def _pattern(rx: re.Pattern[str], what: str) -> Rule:
             raise RecordError(f, f"{_clip(v)!r} is not {what}")
         return s
 
-    return Rule(check, _matching(f"(?a:{rx.pattern})"))
+    return Rule(check, str, code=_code(rx))
 
 
 def _number(lo: float, hi: float, lo_open: bool = False) -> Rule:
@@ -233,25 +243,30 @@ def _hts(rx: re.Pattern[str], what: str, dotted: bool = False) -> Rule:
 
     if dotted:
         return Rule(check, str, exact=False)
-    return Rule(check, _matching(f"(?a:{rx.pattern})"))  # the pattern has no dots or spaces
+    return Rule(check, str, code=_code(rx))  # the pattern has no dots or spaces
 
 
 def _obj(spec: Spec) -> Rule:
     def check(v: Any, f: str) -> Record:
         return _validate(v, spec, f + ".")
 
-    nested = [(name, rule.keys) for name, (rule, _req) in spec.items() if rule.keys is not None]
+    codes = [(name, rule.code) for name, (rule, _req) in spec.items() if rule.code]
+    nested = [(name, rule.scan) for name, (rule, _req) in spec.items() if rule.scan is not None]
 
-    def keys(v: Record) -> int:
-        n = len(v)
-        for name, count in nested:
+    def scan(v: Record, out: list[str]) -> int:
+        for name, tag in codes:
             x = v.get(name)
             if x is not None:
-                n += count(x)
+                out += (tag, x)
+        n = len(v)
+        for name, inner in nested:
+            x = v.get(name)
+            if x is not None:
+                n += inner(x, out)
         return n
 
     exact = all(rule.exact for rule, _required in spec.values())
-    return Rule(check, _typed_dict(spec), exact, keys)
+    return Rule(check, _typed_dict(spec), exact, scan=scan)
 
 
 def _list_of(item: Rule, lo: int, hi: int) -> Rule:
@@ -263,14 +278,16 @@ def _list_of(item: Rule, lo: int, hi: int) -> Rule:
         return [item.check(x, f"{f}[{i}]") for i, x in enumerate(v)]
 
     typ = Annotated[list[item.typ], msgspec.Meta(min_length=lo, max_length=hi)]  # type: ignore[name-defined]
-    count = item.keys
-    keys = None if count is None else (lambda v: sum(map(count, v)))
-    return Rule(check, typ, item.exact, keys)
+    if item.code:
+        raise ValueError("lists of codes are not scanned")  # none in the schemas
+    inner = item.scan
+    scan = None if inner is None else (lambda v, out: sum(inner(x, out) for x in v))
+    return Rule(check, typ, item.exact, scan=scan)
 
 
 def _typed_dict(spec: Spec) -> Any:
     """The msgspec type of a spec's objects: optional fields may be absent or null (as
-    `_validate` allows); unknown fields are dropped, which `_key_count_typed` notices."""
+    `_validate` allows); unknown fields are dropped, which the key count in `_typed` notices."""
     fields = {
         name: rule.typ if required else NotRequired[rule.typ | None]
         for name, (rule, required) in spec.items()
@@ -423,6 +440,10 @@ KINDS: Final = {
 }
 _RECORDS: Final = {kind: _obj(spec) for kind, (spec, _extra) in KINDS.items()}
 _DECODERS: Final = {kind: msgspec.json.Decoder(rule.typ) for kind, rule in _RECORDS.items()}
+_CODES: Final = re.compile(
+    "(?:(?:" + "|".join(f"{t}{_SEP}(?:{rx})" for rx, t in _TAGS.items()) + f"){_SEP})*",
+    re.ASCII,
+)
 # the checks the C decoder cannot make (time zones, dates, dotted codes): run on what it
 # accepted
 _CHECKED_AFTER: Final = {
@@ -495,7 +516,10 @@ def _typed(kind: str, raw: bytes) -> Record | None:
         rec: Record = _DECODERS[kind].decode(raw)
     except (msgspec.MsgspecError, ValueError):  # ValueError: not UTF-8
         return None
-    if raw.count(b'":') != cast(Callable[[Any], int], _RECORDS[kind].keys)(rec):
+    codes: list[str] = []
+    if raw.count(b'":') != cast(Scan, _RECORDS[kind].scan)(rec, codes):
+        return None
+    if not _codes_match(codes):
         return None
     for name, check in _CHECKED_AFTER[kind]:
         if rec.get(name) is not None:
@@ -504,6 +528,13 @@ def _typed(kind: str, raw: bytes) -> Record | None:
     if extra is not None:
         extra(rec)
     return rec
+
+
+def _codes_match(codes: list[str]) -> bool:
+    """Every code (tag, code, ...) matches its tag's pattern: one match over all of them. A
+    code holding the separator would shift the others, so the separators are counted too."""
+    joined = _SEP.join(codes) + _SEP
+    return _CODES.fullmatch(joined) is not None and joined.count(_SEP) == len(codes)
 
 
 def _explained(kind: str, raw: bytes) -> Record:

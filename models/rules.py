@@ -29,19 +29,22 @@ refused as a whole, naming the line and the reason, and the rules in force stay.
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import math
 import operator
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+import numpy as np
 
 from models import parcel
-from models.features import FEATURES
+from models.features import FEATURES, INDEX
 from models.filers import Thresholds, thresholds_from
 from models.parcel import DE_MINIMIS_USD, ParcelView
 from models.records import CATEGORIES, Record
@@ -83,6 +86,8 @@ class Rule:
     hs_prefix: tuple[str, ...] = ()
     when: Callable[[Mapping[str, Any]], bool] | None = None
     when_text: str = ""
+    # `when` over a batch's feature matrix, if it reads only numbers (else per parcel)
+    when_columns: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,47 +128,66 @@ class RuleSet:
         the parcel's shipper and consignee keys when the caller has them."""
         if not self.trusted:
             return None
-        day = datetime.fromisoformat(parcel.event_time(view)).date()
         skey, ckey = keys or parcel.keys(view)
         entry = view.get("entry")
         filer = entry["filer_code"] if entry else None
+        day = None  # read only for a party on a list: most parcels are on none
         for t in self.trusted:
-            if t.start <= day <= t.end and (
-                filer in t.filers or ckey in t.importers or skey in t.shippers
-            ):
-                return t.name
+            if filer in t.filers or ckey in t.importers or skey in t.shippers:
+                day = day or datetime.fromisoformat(parcel.event_time(view)).date()
+                if t.start <= day <= t.end:
+                    return t.name
         return None
 
     def evaluate(
         self, view: ParcelView, features: Any, keys: tuple[str, str] | None = None
     ) -> list[Match]:
         """Every rule and policy check this parcel meets. `keys`: the parcel's shipper and
-        consignee keys when the caller has them (the stages do), else made from the view."""
-        facts = _facts(view, features)
-        out: list[Match] = []
-        skey, ckey = keys or parcel.keys(view)
-        for r in self.rules:
-            why = ""
-            if r.shippers and skey in r.shippers:
-                why = f"shipper on watch list '{r.name}'"
-            elif r.consignees and ckey in r.consignees:
-                why = f"consignee address on watch list '{r.name}'"
-            elif r.hs_prefix and facts["hs"] and facts["hs"].startswith(r.hs_prefix):
-                why = f"HS {facts['hs'][:6]} on watch list '{r.name}'"
-            elif r.when is not None and _safe(r.when, facts):
-                why = f"rule '{r.name}': {r.when_text}"
-            if why:
-                out.append(Match(r.name, r.action, r.category, why))
-        out.extend(self._de_minimis(view, facts))
+        consignee keys when the caller has them, else made from the view."""
+        return self.evaluate_batch([view], features[np.newaxis], [keys] if keys else None)[0]
+
+    def evaluate_batch(
+        self,
+        views: Sequence[ParcelView],
+        X: np.ndarray,
+        keys: Sequence[tuple[str, str]] | None = None,
+    ) -> list[list[Match]]:
+        """Every rule and policy check each parcel meets; `X`: their feature rows. Conditions
+        that read only numbers run once on the batch's columns; a parcel's facts are made
+        only for the others."""
+        on_columns = [r.when_columns(X).tolist() if r.when_columns else None for r in self.rules]
+        per_parcel = any(r.when is not None and r.when_columns is None for r in self.rules)
+        values = X[:, INDEX["declared_value_usd"]].tolist()
+        out: list[list[Match]] = []
+        for i, view in enumerate(views):
+            facts = _facts(view, X[i]) if per_parcel else {}
+            hs = parcel.hs_code(view)
+            skey, ckey = keys[i] if keys else parcel.keys(view)
+            found: list[Match] = []
+            for r, hits in zip(self.rules, on_columns, strict=True):
+                why = ""
+                if r.shippers and skey in r.shippers:
+                    why = f"shipper on watch list '{r.name}'"
+                elif r.consignees and ckey in r.consignees:
+                    why = f"consignee address on watch list '{r.name}'"
+                elif r.hs_prefix and hs and hs.startswith(r.hs_prefix):
+                    why = f"HS {hs[:6]} on watch list '{r.name}'"
+                elif r.when is not None and (hits[i] if hits is not None else _safe(r.when, facts)):
+                    why = f"rule '{r.name}': {r.when_text}"
+                if why:
+                    found.append(Match(r.name, r.action, r.category, why))
+            found.extend(self._de_minimis(view, values[i]))
+            out.append(found)
         return out
 
-    def _de_minimis(self, view: ParcelView, facts: Mapping[str, Any]) -> list[Match]:
+    def _de_minimis(self, view: ParcelView, value: float) -> list[Match]:
+        """`value`: the parcel's declared_value_usd feature."""
         entry = view.get("entry")
         if entry is None or entry["entry_type"] not in self.policy.entry_types:
             return []
         day = datetime.fromisoformat(entry["event_time"]).date()
         return [
-            *self._eligibility(day, entry, facts),
+            *self._eligibility(day, entry, parcel.parties(view)[0]["country"], value),
             *self._filing(view, day, entry),
             *self._aggregate(view, entry),
         ]
@@ -222,8 +246,7 @@ class RuleSet:
             )
         ]
 
-    def _eligibility(self, day: date, entry: Record, facts: Mapping[str, Any]) -> list[Match]:
-        origin = facts["origin"]
+    def _eligibility(self, day: date, entry: Record, origin: str, value: float) -> list[Match]:
         for countries, since in self.policy.excluded:
             if day >= since and ("*" in countries or origin in countries):
                 return [
@@ -235,7 +258,6 @@ class RuleSet:
                         f"{since.isoformat()}, filed as type {entry['entry_type']}",
                     )
                 ]
-        value = facts["declared_value_usd"]
         if value == value and value > self.policy.de_minimis_usd:
             return [
                 Match(
@@ -342,6 +364,91 @@ def _compile(node: ast.AST) -> Callable[[Mapping[str, Any]], Any]:
     raise ValueError(f"{type(node).__name__} is not allowed in a condition")
 
 
+Column = Callable[[np.ndarray], np.ndarray]
+
+
+def column_condition(text: str) -> Column | None:
+    """A valid condition -> the same test over a batch's feature matrix (a bool per row),
+    if it reads only numeric features and numbers; None if it names a text field or could
+    raise per parcel (a tuple outside `in`): those are evaluated per parcel on its facts."""
+    col = _column(ast.parse(text, mode="eval").body)
+    return None if col is None else (lambda X: _truth(col(X)))
+
+
+def _truth(v: np.ndarray) -> np.ndarray:
+    """Python's truth of each value: NaN is true, as bool(nan) is."""
+    return v if v.dtype == np.bool_ else v != 0
+
+
+def _number(v: np.ndarray) -> np.ndarray:
+    return v.astype(np.float64) if v.dtype == np.bool_ else v
+
+
+def _column(node: ast.AST) -> Column | None:
+    """`_compile`'s meaning on columns: and/or/not on truth values, a comparison is false
+    from a NaN on its left on, `in` tests equality with each item. Every value is a float64
+    (features are float32, exactly widened) or a bool."""
+    if isinstance(node, ast.BoolOp):
+        parts = [_column(v) for v in node.values]
+        if any(p is None for p in parts):
+            return None
+        join = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+        return lambda X: functools.reduce(join, [_truth(p(X)) for p in parts])  # type: ignore[misc]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not | ast.USub):
+        inner = _column(node.operand)
+        if inner is None:
+            return None
+        if isinstance(node.op, ast.Not):
+            return lambda X: ~_truth(inner(X))
+        return lambda X: -_number(inner(X))
+    if isinstance(node, ast.Compare):
+        return _compare_columns(node)
+    if isinstance(node, ast.Name) and node.id in INDEX:
+        j = INDEX[node.id]
+        return lambda X: X[:, j].astype(np.float64)
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        if isinstance(node.value, int) and abs(node.value) > 2**53:
+            return None  # not exactly a float: Python compares it exactly, numpy would not
+        value = float(node.value)
+        return lambda X: np.full(len(X), value)
+    return None
+
+
+def _compare_columns(node: ast.Compare) -> Column | None:
+    left = _column(node.left)
+    pairs: list[tuple[type[ast.cmpop], list[Column]]] = []
+    for k, (op, c) in enumerate(zip(node.ops, node.comparators, strict=True)):
+        if isinstance(op, ast.In | ast.NotIn) != isinstance(c, ast.Tuple | ast.List):
+            return None  # `x in 3` or `x < (1, 2)`: a TypeError per parcel
+        if isinstance(c, ast.Tuple | ast.List) and k < len(node.ops) - 1:
+            return None  # a tuple as the next comparison's left side
+        elts = c.elts if isinstance(c, ast.Tuple | ast.List) else [c]
+        cols = [_column(e) for e in elts]
+        if any(col is None for col in cols):
+            return None
+        pairs.append((type(op), cast(list[Column], cols)))
+    if left is None:
+        return None
+
+    def compare(X: np.ndarray) -> np.ndarray:
+        a = _number(left(X))
+        out = np.ones(len(X), dtype=bool)
+        for op, cols in pairs:
+            values = [_number(col(X)) for col in cols]
+            if op is ast.In or op is ast.NotIn:
+                found = np.zeros(len(X), dtype=bool)
+                for b in values:
+                    found |= a == b
+                met = found if op is ast.In else ~found
+            else:
+                met = _CMP[op](a, values[0])
+            out &= ~np.isnan(a) & met
+            a = values[0]
+        return out
+
+    return compare
+
+
 # -- loading ------------------------------------------------------------------------------
 
 
@@ -427,8 +534,17 @@ def _rule(r: Mapping[str, Any]) -> Rule:
         raise _KeyProblem("when", str(exc)) from None
     if not (shippers or consignees or prefixes or when):
         raise ValueError("matches nothing: give shippers, consignee_addresses, hs_prefix or when")
+    columns = column_condition(when_text) if when_text else None
     return Rule(
-        r["name"], r["action"], r["category"], shippers, consignees, prefixes, when, when_text
+        r["name"],
+        r["action"],
+        r["category"],
+        shippers,
+        consignees,
+        prefixes,
+        when,
+        when_text,
+        columns,
     )
 
 

@@ -16,7 +16,6 @@ sampled outcome by 1 / its rate, so the overall figure is not tilted towards sma
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 import statistics
@@ -43,7 +42,7 @@ def week(epoch: float) -> int:
 
 def draw(key: bytes, hawb: str) -> float:
     """The HAWB's keyed draw, uniform in [0, 1): the same for a replay or a rescore."""
-    digest = hmac.new(key, b"compliance-sample:" + hawb.encode(), hashlib.sha256).digest()
+    digest = hmac.digest(key, b"compliance-sample:" + hawb.encode(), "sha256")
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 
 from models import parcel
 from models.features import INDEX
-from models.outputs import Source, decisions_and_holds, pseudonym
+from models.outputs import Source, _feature_lists, decisions_and_holds, pseudonym
 from models.pipeline import ScoreResult
 from models.records import validate
 from models.scoring import Scored
@@ -51,3 +52,17 @@ def test_decision_and_hold_carry_what_their_readers_need() -> None:
     assert MANIFEST["shipper"]["name"] not in raw and MANIFEST["consignee"]["address"] not in raw
     assert orjson.loads(out[0].value) == decision
     assert out[2].value == out[1].value and orjson.loads(out[1].value) == hold
+
+
+def test_feature_values_are_rounded_as_pythons_round_does() -> None:
+    """numpy's round of float32 features gives Python's correctly rounded round(), bit for
+    bit: random float32 values of every magnitude and exact ties (j / 128 at 6 decimals)."""
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    X = np.concatenate([X[np.isfinite(X)], np.arange(-5_000, 5_000) / np.float32(128)])
+    X = X[: len(X) // 50 * 50].reshape(-1, 50).astype(np.float32)
+    got = np.array(_feature_lists(X), dtype=np.float64)
+    expected = np.array([[round(v, 6) for v in row] for row in X.astype(np.float64).tolist()])
+    assert (got.view(np.int64) == expected.view(np.int64)).all()
+    with pytest.raises(TypeError):
+        _feature_lists(X.astype(np.float64))

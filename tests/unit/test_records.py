@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.records import (
+    _SEP,
     RecordError,
+    _codes_match,
     _explained,
     decode,
     encode,
@@ -234,3 +236,15 @@ def test_the_c_decoder_agrees_with_the_python_checks(
     if pretty:
         raw = json.dumps(orjson.loads(raw)).encode()
     assert _outcome(kind, raw, decode) == _outcome(kind, raw, _explained)
+
+
+def test_a_code_holding_the_separator_cannot_shift_the_others() -> None:
+    """Codes are matched as one string, tags and codes joined by a separator: a code with
+    a separator inside (and a valid-looking code after it) is refused, not read as two."""
+    assert _codes_match(["a", "CN", "b", "ABC"])
+    assert not _codes_match(["a", "CN" + _SEP + "b" + _SEP + "ABC"])
+    assert not _codes_match(["a", "CN", "b", "abc"])
+    raw = encode(ENTRY).replace(b'"country":"CN"', b'"country":"C\x1fN"', 1)
+    with pytest.raises(RecordError) as info:
+        decode("entry", raw)
+    assert info.value.field == "record"  # not JSON: a raw control character

@@ -7,11 +7,21 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from models.features import References, build_features
+from models.features import FEATURES, References, build_features
 from models.records import entry_check_digit, validate
-from models.rules import HoldCap, RulesError, RulesFile, merge, parse
+from models.rules import (
+    HoldCap,
+    RulesError,
+    RulesFile,
+    _safe,
+    column_condition,
+    compile_condition,
+    merge,
+    parse,
+)
 from streams.settings import ROOT
 from tests.samples import ENTRY, MANIFEST, POLICY_TOML
 
@@ -250,3 +260,36 @@ def test_trusted_parties_are_checked() -> None:
     assert rules.trust(_view(entry=_entry("2025-06-01", "VN"))) == "c"
     assert rules.trust(_view(entry=_entry("2024-06-01", "VN"))) is None
     assert rules.trust(_view()) is None  # no entry, no filer
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "declared_value_usd < 30 and hs_chapter == 64",
+        "desc_cover_phrase == 1 and consignee_business == 0",
+        "not declared_value_usd >= 30 or weight_kg != 1.5",
+        "0 < declared_value_usd <= 20 < weight_kg",
+        "hs_chapter in (61, 62, 64) and not has_entry",
+        "hs_chapter not in (61, -weight_kg)",
+        "declared_value_usd",
+        "-declared_value_usd < -10 and (weight_kg > 1) == 1",
+    ],
+)
+def test_conditions_on_columns_decide_as_per_parcel(condition: str) -> None:
+    """The batch path gives each row what the per-parcel path gives its facts, NaN included."""
+    rng = np.random.default_rng(7)
+    X = rng.choice([np.nan, 0.0, 1.0, 1.5, 12.0, 25.0, 61.0, 64.0], (400, len(FEATURES)))
+    X = X.astype(np.float32)
+    columns, row = column_condition(condition), compile_condition(condition)
+    assert columns is not None
+    expected = [_safe(row, dict(zip(FEATURES, x.tolist(), strict=True))) for x in X]
+    assert columns(X).tolist() == expected
+
+
+def test_conditions_on_text_fields_stay_per_parcel() -> None:
+    assert column_condition("origin in ('CN', 'HK') and declared_value_usd < 30") is None
+    assert column_condition("declared_value_usd < (1, 2)") is None  # a TypeError per parcel
+    assert column_condition("declared_value_usd in (1, 2) < 3") is None
+    huge = "declared_value_usd < 1" + "0" * 400  # beyond any float: compared exactly per parcel
+    rule = 'name = "huge"\naction = "review"\ncategory = "counterfeit"\nwhen = "' + huge + '"'
+    assert parse("[[rule]]\n" + rule).rules[0].when_columns is None
