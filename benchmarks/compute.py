@@ -45,6 +45,7 @@ from models.rules import HoldCap, RuleSet, RulesFile
 from models.sampling import Sampler
 from models.scoring import Scorer
 from models.synthetic import Event, GeneratorConfig, TrafficGenerator
+from streams.app import settle_heap
 from streams.publishing import scored
 from streams.settings import Settings
 
@@ -155,6 +156,7 @@ def main() -> None:
     scorer = Scorer(artifact, s.threshold_overrides(artifact.thresholds))
     gen = TrafficGenerator(GeneratorConfig(seed=a.seed))
     events = [ev for ev in gen.events(a.parcels) if ev.bad_reason is None]
+    settle_heap()  # the worker's garbage collection: what is built frozen, rarer collections
     with threadpool_limits(limits=1):
         clock, decided, batches = run_stages(events, scorer, s, a.batch)
         inner = inside_score(scorer, batches)
