@@ -13,7 +13,8 @@ from aiohttp.web import Response
 from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from streams import agents, metadata, metrics, monitoring, rebalance, security
+from streams import agents, metrics, monitoring, security
+from streams.patches import metadata
 from streams.patches.agent_errors import stopped_agents
 from streams.patches.app import App
 from streams.patches.sensors import Monitor
@@ -40,7 +41,6 @@ def create_app(s: Settings, server: ModelServer) -> faust.App:
 def bare_app(s: Settings) -> App:
     """The worker's app, its patches, settings and sensors, with no agent, table or page yet
     (the stream floor benchmark measures its consumer with an agent that does nothing)."""
-    rebalance.install()
     metadata.install()
     app = App(
         s.app_id,

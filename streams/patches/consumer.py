@@ -27,6 +27,7 @@ from faust.types.transports import ConsumerT, TransportT
 
 from streams.patches import written_for
 from streams.patches.drain import EagerDrain
+from streams.patches.rebalance import RebalancingConsumer
 
 IDLE_S = 0.05  # a fetch with every active partition held waits this long, then returns empty
 
@@ -49,9 +50,9 @@ class HoldingConsumer(driver.Consumer):
         return await super()._getmany(active_partitions, timeout)
 
 
-class Consumer(HoldingConsumer, EagerDrain):
-    """The worker's consumer: partitions can be held back, and records are handed to the
-    streams eagerly (drain.py)."""
+class Consumer(HoldingConsumer, RebalancingConsumer, EagerDrain):
+    """The worker's consumer: partitions can be held back, a rebalance neither loses nor
+    crashes (rebalance.py), and records are handed to the streams eagerly (drain.py)."""
 
 
 class Transport(driver.Transport):

@@ -1,6 +1,6 @@
 """A send to a topic created after the producer started must not strand other topics' batches.
 
-The stall two workers met in CI (streams/metadata.py), reproduced on the real broker with
+The stall two workers met in CI (streams/patches/metadata.py), reproduced on the real broker with
 Faust's producer request timeout, so that a stranded batch would wait 20 minutes.
 """
 
@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams import metadata
+from streams.patches import metadata
 from streams.security import connection
 from streams.settings import Settings
 

@@ -54,7 +54,8 @@ async def test_two_workers_share_eight_partitions(settings: Settings, start_work
 async def test_workers_starting_together_on_a_backlog_lose_nothing(
     settings: Settings, start_worker
 ) -> None:
-    """Their first rebalance comes before any partition is committed (streams/rebalance.py)."""
+    """Their first rebalance comes before any partition is committed
+    (streams/patches/rebalance.py)."""
     s = settings.with_(partitions=8)
     await ensure_topics(s)
     sent: list = []

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiokafka.client import AIOKafkaClient
 
+from streams.patches import written_for
+
 _wait_on_metadata = AIOKafkaClient._wait_on_metadata
 
 
@@ -27,3 +29,6 @@ async def wait_on_metadata(self: AIOKafkaClient, topic: str) -> Any:
 def install() -> None:
     """Patch aiokafka's client (idempotent)."""
     AIOKafkaClient._wait_on_metadata = wait_on_metadata
+
+
+written_for("aiokafka", "0.14.0")
