@@ -113,5 +113,10 @@ async def _check_series(prom: Prometheus, worker) -> None:
     assert await eventually(lambda: value('up{job="parcel-risk"}') == 1, timeout=10)
     assert await eventually(lambda: value('parcel_risk_table_keys{table="bills"}') > 0, 30)
     assert await eventually(lambda: prom.query("parcel_risk_consumer_lag_records"), 30)
+    # Faust's per-record counts reach their series (published each second by the worker's
+    # sensors, streams/patches/sensors.py; the dashboard reads this one)
+    assert await eventually(
+        lambda: value("sum(faust_messages_received_per_topic_total)") > 0, timeout=30
+    )
     # the recording rules load and evaluate against the real series
     assert await eventually(lambda: value("job:parcel_risk_decisions:rate5m") > 0, timeout=30)
