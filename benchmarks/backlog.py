@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks import harness
 from benchmarks.throughput import preload
-from streams.security import connection
+from streams.security import connection, reader
 from streams.settings import ROOT, Settings
 from streams.topics import ensure_topics, stage_topic
 
@@ -62,7 +62,7 @@ async def run(s: Settings, minutes: float, stage_backlog: int) -> Run:
     s = s.with_(stage_backlog=stage_backlog)
     log = ROOT / ".local" / s.app_id / "worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    c = AIOKafkaConsumer(**connection(s), group_id=None, enable_auto_commit=False)
+    c = AIOKafkaConsumer(**reader(s), group_id=None, enable_auto_commit=False)
     admin = AIOKafkaAdminClient(**connection(s))
     await c.start()
     await admin.start()

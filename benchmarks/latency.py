@@ -68,6 +68,7 @@ async def read_outputs(
         bootstrap_servers=s.bootstrap,
         group_id=None,
         auto_offset_reset="latest",
+        isolation_level="read_committed",  # what analysts read, under either guarantee
         fetch_max_wait_ms=10 if stages else 500,
     )
     await c.start()

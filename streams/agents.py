@@ -6,10 +6,10 @@ filer events to filer-history (by filer code), the one owner of each filer's sta
 publishes its scorecard to targeting.filers; every worker follows that topic into its
 board of filers (streams/filers.py), which score-parcels reads.
 
-Each stage reads a batch with `take_events`, calls the pure stage function with its table,
-puts what comes out in its outbox and ends the batch with `Outbox.settle`, whose order
-(outputs acknowledged, then remembered, then changelogs flushed, then offsets) is what
-at-least-once rests on (streams/outbox.py).
+Each stage reads a batch with `take_events`, calls the pure stage function with its table
+(once per source partition under exactly-once: `parts`), puts what comes out in an outbox
+and ends the batch with `settle`: in the order at-least-once rests on, or in one
+transaction per source partition (streams/outbox.py).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from models.stream_time import StreamTime
 from streams import backpressure, envelopes, metrics
 from streams.filers import follow_filers
 from streams.monitoring import DriftWatch
-from streams.outbox import Outbox
+from streams.outbox import Outbox, parts, settle
 from streams.publishing import filer_cards, scored
 from streams.serving import ModelServer, follow
 from streams.settings import Settings
@@ -59,6 +59,9 @@ from streams.topics import category_holds_topic, stage_topic
 
 log = logging.getLogger(__name__)
 BOARD_WAIT_S = 30.0  # longest wait for the board of filers before scoring anyway
+# the stages, as Faust's agents are named (also in exactly-once transactional ids)
+JOIN, CONSIGNEES = "join-bills", "consignee-history"
+SCORE, FILERS = "score-parcels", "filer-history"
 
 
 def _raw_topic(app: faust.App, *names: str, **kw: Any) -> faust.TopicT:
@@ -121,8 +124,8 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
             low=s.stage_backlog // 2,
         )
 
-    def outbox() -> Outbox:
-        return Outbox(app, outputs, s.partitions)
+    def outbox(stage: str, events: Sequence[EventT]) -> Outbox:
+        return Outbox(app, outputs, s.partitions, stage, events)
 
     def unpack(events: Sequence[EventT], box: Outbox) -> tuple[list[EventT], list[StageMessage]]:
         """Records of stage envelopes, each with its envelope's event (so its partition).
@@ -153,55 +156,118 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
         deletes would be flushed with a batch's writes before its outputs are out)."""
         try:  # housekeeping must never take the worker down
             sweep_bills(tables.bills, s.bill_ttl_s, stream_time, s.topic("manifest_topic"))
-            await tables.bills.flush_changelog()
+            await settle([outbox(JOIN, ()).end(tables.bills)])
         except Exception:
             log.exception("bill expiry sweep failed; will retry at the next interval")
 
-    @app.agent(inputs, name="join-bills")
+    def join(events: Sequence[EventT]) -> Outbox:
+        batch = [Incoming(kinds[ev.message.topic], _source(ev), ev.message.value) for ev in events]
+        metrics.count_records(item.source.topic for item in batch)
+        res = join_batch(
+            batch,
+            tables.bills,
+            s.max_record_bytes,
+            ctx=per_event(events),
+            clock=stream_time,
+            latest=time.time() + s.max_event_ahead_s,
+        )
+        metrics.count_filers(counted(m for _key, m in res.filers))
+        metrics.count_failures("join", res.failures)
+        metrics.REPLAYS_SKIPPED.labels("join").inc(res.replays)
+        box = outbox(JOIN, events)
+        box.dead(res.dead)
+        box.forward(by_consignee, res.forward)
+        box.forward(by_filer, res.filers)
+        return box.end(
+            tables.bills,
+            remember=partial(record_forwarded, res.joined, tables.bills, per_event(events)),
+        )
+
+    @app.agent(inputs, name=JOIN)
     async def join_bills(stream: AsyncIterable[EventT]) -> None:
         sweep_due = time.monotonic() + s.bill_sweep_s
         # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):  # type: ignore[attr-defined]
-            batch = [
-                Incoming(kinds[ev.message.topic], _source(ev), ev.message.value) for ev in events
-            ]
-            metrics.count_records(item.source.topic for item in batch)
-            res = join_batch(
-                batch,
-                tables.bills,
-                s.max_record_bytes,
-                ctx=per_event(events),
-                clock=stream_time,
-                latest=time.time() + s.max_event_ahead_s,
-            )
-            metrics.count_filers(counted(m for _key, m in res.filers))
-            metrics.count_failures("join", res.failures)
-            metrics.REPLAYS_SKIPPED.labels("join").inc(res.replays)
-            box = outbox()
-            box.dead(res.dead)
-            box.forward(by_consignee, res.forward)
-            box.forward(by_filer, res.filers)
-            await box.settle(
-                tables.bills,
-                remember=partial(record_forwarded, res.joined, tables.bills, per_event(events)),
-            )
+            await settle([join(part) for part in parts(app, events)])
             if time.monotonic() >= sweep_due:  # between batches: no batch's writes pending
                 sweep_due = time.monotonic() + s.bill_sweep_s
                 await expire_bills()
 
-    @app.agent(by_consignee, name="consignee-history")
+    def consignees(events: Sequence[EventT]) -> Outbox:
+        box = outbox(CONSIGNEES, events)
+        evs, msgs = unpack(events, box)
+        dead: Failures = []
+        out = consignee_batch(msgs, tables.consignees, ctx=per_event(evs), dead=dead)
+        box.parked("consignee", dead)
+        box.forward(by_shipper, out)
+        return box.end(tables.consignees)
+
+    @app.agent(by_consignee, name=CONSIGNEES)
     async def consignee_history(stream: AsyncIterable[EventT]) -> None:
         # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
-            box = outbox()
-            evs, msgs = unpack(events, box)
-            dead: Failures = []
-            out = consignee_batch(msgs, tables.consignees, ctx=per_event(evs), dead=dead)
-            box.parked("consignee", dead)
-            box.forward(by_shipper, out)
-            await box.settle(tables.consignees)
+            await settle([consignees(part) for part in parts(app, events)])
 
-    @app.agent(by_shipper, name="score-parcels")
+    def score(events: Sequence[EventT]) -> Outbox:
+        box = outbox(SCORE, events)
+        evs, msgs = unpack(events, box)
+        dead: Failures = []
+        exams: list[Exam] = []
+        parcels = shipper_batch(msgs, tables.shippers, ctx=per_event(evs), dead=dead, exams=exams)
+        box.parked("shipper", dead)
+        event_of = {id(m): ev for ev, m in zip(evs, msgs, strict=True)}
+        parcel_events = [event_of[id(p)] for p in parcels]
+        keep = undecided(parcels, tables.shippers, ctx=per_event(parcel_events))
+        metrics.REPLAYS_SKIPPED.labels("score").inc(len(parcels) - len(keep))
+        parcels = [parcels[i] for i in keep]
+        parcel_events = [parcel_events[i] for i in keep]
+        if not parcels:
+            return box.end(tables.shippers, then=partial(metrics.count_exams, exams))
+        started = time.perf_counter()
+        # one model (and shadow) per batch, even if a promotion lands meanwhile
+        scorer, shadow = server.scorer, server.candidate()
+        reloaded = rules.refresh()
+        if reloaded:
+            metrics.RULE_RELOADS.labels(reloaded).inc()
+        unscored: Failures = []
+        attach_filers(parcels, board)
+        res = score_batch(
+            parcels,
+            scorer,
+            pkey,
+            rules.rules,
+            cap,
+            dead=unscored,
+            sampler=sampler,
+            shadow=shadow,
+        )
+        drift.observe(scorer, res.scored, time.time())
+        if shadow is not None:
+            drift.observe(shadow, res.shadowed, time.time())
+            metrics.SHADOW_FAILURES.inc(res.shadow_failures)
+        metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(parcels))
+        box.send(scored(res))
+        box.parked("score", unscored)
+        done = [parcels[i] for i in res.decided]
+        entries = decided([p["view"] for p in done], res.decisions, s.topic("entries_topic"))
+        box.forward(by_filer, [(m["filer"].encode(), m) for m in entries])
+        decided_events = per_event([parcel_events[i] for i in res.decided])
+
+        def count() -> None:
+            metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)
+            metrics.count_filers(counted(entries))
+            metrics.count_exams(exams)
+
+        return box.end(
+            tables.shippers,
+            remember=partial(
+                record_decisions, done, res.flagged, scorer.version, tables.shippers, decided_events
+            ),
+            then=count,
+        )
+
+    @app.agent(by_shipper, name=SCORE)
     async def score_parcels(stream: AsyncIterable[EventT]) -> None:
         # the sample's rates come from the board: a worker scores once its board has read
         # the scorecards already published (as any other worker's has), or after a while
@@ -211,85 +277,27 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
             log.warning("scoring before the board of filers has read targeting.filers")
         # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
-            box = outbox()
-            evs, msgs = unpack(events, box)
-            dead: Failures = []
-            exams: list[Exam] = []
-            parcels = shipper_batch(
-                msgs, tables.shippers, ctx=per_event(evs), dead=dead, exams=exams
-            )
-            box.parked("shipper", dead)
-            event_of = {id(m): ev for ev, m in zip(evs, msgs, strict=True)}
-            parcel_events = [event_of[id(p)] for p in parcels]
-            keep = undecided(parcels, tables.shippers, ctx=per_event(parcel_events))
-            metrics.REPLAYS_SKIPPED.labels("score").inc(len(parcels) - len(keep))
-            parcels = [parcels[i] for i in keep]
-            parcel_events = [parcel_events[i] for i in keep]
-            if not parcels:
-                await box.settle(tables.shippers)
-                metrics.count_exams(exams)
-                continue
-            started = time.perf_counter()
-            # one model (and shadow) per batch, even if a promotion lands meanwhile
-            scorer, shadow = server.scorer, server.candidate()
-            reloaded = rules.refresh()
-            if reloaded:
-                metrics.RULE_RELOADS.labels(reloaded).inc()
-            unscored: Failures = []
-            attach_filers(parcels, board)
-            res = score_batch(
-                parcels,
-                scorer,
-                pkey,
-                rules.rules,
-                cap,
-                dead=unscored,
-                sampler=sampler,
-                shadow=shadow,
-            )
-            drift.observe(scorer, res.scored, time.time())
-            if shadow is not None:
-                drift.observe(shadow, res.shadowed, time.time())
-                metrics.SHADOW_FAILURES.inc(res.shadow_failures)
-            metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
-            metrics.BATCH_SIZE.observe(len(parcels))
-            box.send(scored(res))
-            box.parked("score", unscored)
-            done = [parcels[i] for i in res.decided]
-            entries = decided([p["view"] for p in done], res.decisions, s.topic("entries_topic"))
-            box.forward(by_filer, [(m["filer"].encode(), m) for m in entries])
-            decided_events = per_event([parcel_events[i] for i in res.decided])
-            await box.settle(
-                tables.shippers,
-                remember=partial(
-                    record_decisions,
-                    done,
-                    res.flagged,
-                    scorer.version,
-                    tables.shippers,
-                    decided_events,
-                ),
-            )
-            metrics.count_decisions(res.flagged, res.rule_hits, res.event_times)
-            metrics.count_filers(counted(entries))
-            metrics.count_exams(exams)
+            await settle([score(part) for part in parts(app, events)])
 
-    @app.agent(by_filer, name="filer-history")
+    def filers(events: Sequence[EventT]) -> Outbox:
+        box = outbox(FILERS, events)
+        evs, msgs = unpack(events, box)
+        cards, failures = filer_batch(
+            cast(list[FilerMessage], msgs),  # only filer events come this way
+            [ev.message.offset for ev in evs],
+            tables.filers,
+            rules.rules.filers,
+            ctx=per_event(evs),
+        )
+        metrics.count_failures("filer", failures)
+        box.send(filer_cards(cards))
+        return box.end(tables.filers)
+
+    @app.agent(by_filer, name=FILERS)
     async def filer_history(stream: AsyncIterable[EventT]) -> None:
         # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
         async for events in stream.take_events(envelope_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
-            box = outbox()
-            evs, msgs = unpack(events, box)
-            cards, failures = filer_batch(
-                cast(list[FilerMessage], msgs),  # only filer events come this way
-                [ev.message.offset for ev in evs],
-                tables.filers,
-                rules.rules.filers,
-                ctx=per_event(evs),
-            )
-            metrics.count_failures("filer", failures)
-            box.send(filer_cards(cards))
-            await box.settle(tables.filers)
+            await settle([filers(part) for part in parts(app, events)])
 
     @app.task
     async def follow_promotions() -> None:

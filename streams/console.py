@@ -22,7 +22,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from streams.security import connection
+from streams.security import connection, reader
 from streams.settings import Settings
 from streams.supervise import Child, describe_exit, first_failure
 from streams.topics import INPUT_TOPICS, partitions
@@ -36,7 +36,7 @@ async def tail(
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """Yield (topic, decoded value) from the topics' partitions, without a consumer group."""
     consumer = AIOKafkaConsumer(
-        **connection(s),
+        **reader(s),
         enable_auto_commit=False,
         group_id=None,
         max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -275,7 +275,7 @@ async def poll_offsets(s: Settings, board: Dashboard, every_s: float = 2.0) -> N
 async def _poll_offsets(s: Settings, board: Dashboard, every_s: float) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    consumer = AIOKafkaConsumer(**connection(s), enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(**reader(s), enable_auto_commit=False, group_id=None)
     admin = AIOKafkaAdminClient(**connection(s), request_timeout_ms=10_000)
     try:
         await consumer.start()

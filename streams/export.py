@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from models.dataset import labelled_rows, write_jsonl
 from models.filers import Scorecard, scorecards
 from models.rules import RulesFile
-from streams.security import connection
+from streams.security import reader
 from streams.settings import Settings
 from streams.topics import partitions
 
@@ -27,7 +27,7 @@ async def read_topic(
     s: Settings, topic: str, since_ms: int | None = None, idle_s: float = 2.0
 ) -> list[dict[str, Any]]:
     """All JSON values on a topic (from `since_ms`), up to its current end."""
-    consumer = AIOKafkaConsumer(**connection(s), group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**reader(s), group_id=None, enable_auto_commit=False)
     await consumer.start()
     out: list[dict[str, Any]] = []
     try:

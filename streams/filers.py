@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.filers import Board
 from streams import metrics
-from streams.security import connection
+from streams.security import reader
 from streams.settings import Settings
 from streams.topics import partitions
 
@@ -29,7 +29,7 @@ async def follow_filers(s: Settings, board: Board, caught_up: asyncio.Event | No
     is set once the board holds what the topic held when the reader started."""
     topic = s.topic("filers_topic")
     consumer = AIOKafkaConsumer(
-        **connection(s), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        **reader(s), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

@@ -34,6 +34,11 @@ REPLAYS_SKIPPED = Counter(
     "Records replayed after a crash whose stage output was already acknowledged",
     ["stage"],
 )
+FENCED_BATCHES = Counter(
+    "parcel_risk_fenced_batches_total",
+    "Exactly-once: batch parts dropped because their partition had moved to another worker",
+    ["stage"],
+)
 HOLDS = Counter("parcel_risk_holds_total", "Flagged parcels published", ["category", "action"])
 DEAD_LETTERS = Counter(
     "parcel_risk_dead_letters_total", "Records sent to the dead-letter topic", ["topic", "field"]

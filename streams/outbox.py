@@ -14,34 +14,68 @@ Remembering before 2 would skip work the broker never got (a loss after a crash)
 before 1 would let a crash lose the revisions they carry: the replay, joined in another
 order across partitions, would give the same record another revision. Acknowledging
 before 3 would let a restart read tables older than the offsets (a replay the stage cannot
-recognise). `Outbox.settle` is steps 1-3, so no agent spells the order.
+recognise).
+
+Exactly-once has no order to keep: a batch is split by source partition (`parts`), one
+outbox per part, and each part's outputs, table writes (what it remembers included) and
+input offsets are committed in one transaction of its task (streams/patches/transactions.py),
+or not at all. The local stores get a task's writes once its transaction has committed.
+A part whose task has moved to another worker is dropped: that worker does it again.
+
+`settle` ends a batch either way, so no agent spells the order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import cast
 
 import faust
+from aiokafka.structs import RecordMetadata
+from faust.types import TP, EventT
 
 from models.filers import FilerMessage
 from models.pipeline import Failures, Incoming, StageMessage
 from models.records import RecordError
 from streams import envelopes, metrics
+from streams.patches.transactions import Fenced, Send, TransactionManager, task_id
 from streams.publishing import Outgoing, dead_letters, failed_letters
-from streams.tables import BatchedTable
+from streams.tables import BatchedTable, Write
+
+log = logging.getLogger(__name__)
 
 Message = tuple[faust.TopicT, int | None, bytes, bytes]  # topic, partition, key, value
 
 
+def parts(app: faust.App, events: Sequence[EventT]) -> list[Sequence[EventT]]:
+    """A batch as its stage handles it: whole (at-least-once), or one part per source
+    partition number, in order (exactly-once: each part is one task's transaction)."""
+    if not app.in_transaction:
+        return [events]
+    by_partition: dict[int, list[EventT]] = {}
+    for ev in events:
+        by_partition.setdefault(ev.message.partition, []).append(ev)
+    return list(by_partition.values())
+
+
 class Outbox:
-    """Collects one batch's messages; `settle` ends the batch (module docstring)."""
+    """Collects one batch's (or part's) messages and how it ends; `settle` ends it."""
 
     def __init__(
-        self, app: faust.App, outputs: Mapping[str, faust.TopicT], partitions: int
+        self,
+        app: faust.App,
+        outputs: Mapping[str, faust.TopicT],
+        partitions: int,
+        stage: str = "",
+        events: Sequence[EventT] = (),
     ) -> None:
         self.app, self.outputs, self.partitions = app, outputs, partitions
+        self.stage, self.events = stage, events
         self.messages: list[Message] = []
+        self.ending = Ending()
 
     def send(self, messages: Iterable[Outgoing]) -> None:
         outputs = self.outputs
@@ -69,11 +103,29 @@ class Outbox:
             metrics.count_dead_letters((m["source"]["topic"], err.field) for m, err in failed)
             metrics.count_failures(stage, len(failed))
 
-    async def settle(
-        self, *tables: BatchedTable, remember: Callable[[], None] | None = None
-    ) -> None:
+    def end(
+        self,
+        *tables: BatchedTable,
+        remember: Callable[[], None] | None = None,
+        then: Callable[[], None] | None = None,
+    ) -> Outbox:
+        """How the batch ends: the tables it wrote, what it remembers once its outputs are
+        the broker's, and what to count once it has ended."""
+        self.ending = Ending(tables, remember, then)
+        return self
+
+    def offsets(self) -> dict[TP, int]:
+        """Per input partition, the offset to read next once this batch is done."""
+        out: dict[TP, int] = {}
+        for ev in self.events:
+            m = ev.message
+            out[m.tp] = max(out.get(m.tp, 0), m.offset + 1)
+        return out
+
+    async def settle_at_least_once(self) -> None:
         """Steps 1-3 of the module docstring: flush the tables, produce and wait for the
-        broker, then `remember` and flush again."""
+        broker, then remember and flush again."""
+        tables, remember = self.ending.tables, self.ending.remember
         for table in tables:
             await table.flush_changelog()
         messages, self.messages = self.messages, []
@@ -88,3 +140,88 @@ class Outbox:
             remember()
             for table in tables:
                 await table.flush_changelog()
+
+
+@dataclass(frozen=True)
+class Ending:
+    tables: Sequence[BatchedTable] = ()
+    remember: Callable[[], None] | None = None
+    then: Callable[[], None] | None = None
+
+
+async def settle(boxes: Sequence[Outbox]) -> None:
+    """End a batch: its outboxes, all of one stage (module docstring)."""
+    if not boxes:
+        return
+    if boxes[0].app.in_transaction:
+        done = await _commit(boxes)
+    else:
+        for box in boxes:
+            await box.settle_at_least_once()
+        done = list(boxes)
+    for box in done:
+        if box.ending.then is not None:
+            box.ending.then()
+
+
+@dataclass
+class _Task:
+    sends: list[Send] = field(default_factory=list)
+    offsets: dict[TP, int] = field(default_factory=dict)
+    writes: list[tuple[BatchedTable, str, Write, int]] = field(default_factory=list)
+    boxes: list[Outbox] = field(default_factory=list)
+
+
+async def _commit(boxes: Sequence[Outbox]) -> list[Outbox]:
+    """Exactly-once: each task's outputs, table writes and offsets in its transaction, the
+    tasks concurrently; the boxes whose tasks committed."""
+    app, stage = boxes[0].app, boxes[0].stage
+    tasks: dict[int, _Task] = {}
+    tables: dict[BatchedTable, None] = {}
+    for box in boxes:
+        if box.ending.remember is not None:
+            box.ending.remember()  # in the same transaction as what it remembers
+        tables.update(dict.fromkeys(box.ending.tables))
+        if box.events:
+            task = tasks.setdefault(box.events[0].message.partition, _Task())
+            task.boxes.append(box)
+            task.offsets.update(box.offsets())
+            task.sends.extend(
+                (topic.get_topic_name(), partition, key, value)
+                for topic, partition, key, value in box.messages
+            )
+            box.messages = []
+    for table in tables:
+        for key, write in table.take_pending().items():
+            task = tasks.setdefault(write[0] or 0, _Task())
+            task.writes.append((table, key, write, len(task.sends)))
+            task.sends.append(table.changelog(key, write))
+    manager = cast(TransactionManager, app.consumer.transactions)
+    numbers = list(tasks)
+    runs = [
+        manager.run(task_id(app.conf.id, stage, p), tasks[p].sends, tasks[p].offsets)
+        for p in numbers
+    ]
+    results = await asyncio.gather(*runs, return_exceptions=True)
+    done: list[Outbox] = []
+    failure: BaseException | None = None
+    for p, result in zip(numbers, results, strict=True):
+        task = tasks[p]
+        if isinstance(result, Fenced):
+            log.warning("%s: task %d moved to another worker; its batch is dropped", stage, p)
+            metrics.FENCED_BATCHES.labels(stage).inc()
+            continue
+        if isinstance(result, BaseException):
+            failure = failure or result
+            continue
+        by_table: dict[BatchedTable, dict[str, Write]] = {}
+        produced: dict[BatchedTable, list[RecordMetadata]] = {}
+        for table, key, write, index in task.writes:
+            by_table.setdefault(table, {})[key] = write
+            produced.setdefault(table, []).append(result[index])
+        for table, writes in by_table.items():
+            table.apply(writes, produced[table])
+        done.extend(task.boxes)
+    if failure is not None:
+        raise failure
+    return done

@@ -48,6 +48,13 @@ def connection(s: Settings) -> dict[str, Any]:
     return {"bootstrap_servers": s.bootstrap, **client_options(s)}
 
 
+def reader(s: Settings) -> dict[str, Any]:
+    """`connection` for a consumer of the worker's outputs: committed messages only, so an
+    exactly-once worker's aborted transactions are never read (the same as any message
+    under at-least-once, which writes no transactions)."""
+    return {**connection(s), "isolation_level": "read_committed"}
+
+
 def client_options(s: Settings) -> dict[str, Any]:
     """The security part of `connection`."""
     opts: dict[str, Any] = {"security_protocol": s.security_protocol}

@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import faust
+from aiokafka.structs import RecordMetadata
 from faust.serializers.codecs import dumps
 from faust.streams import _current_event
 from faust.types import TP
@@ -32,9 +33,12 @@ from faust.types import TP
 from models.join import expired, partition_of
 from models.stream_time import StreamTime
 from streams import metrics
+from streams.patches.transactions import Send
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+Write = tuple[int | None, Any]  # a key's partition, and its value or None for a delete
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class BatchedTable(faust.Table):
         super().__post_init__()
         # key -> (partition, value or None for a delete); Faust types the partition
         # optional, but a write inside an event (in_event) always has one
-        self._pending: dict[str, tuple[int | None, Any]] = {}
+        self._pending: dict[str, Write] = {}
         self.reads = 0  # counted here and reported per batch: Faust's per-key sensor
         # calls cost more than the lookups themselves
 
@@ -90,41 +94,55 @@ class BatchedTable(faust.Table):
     def __delitem__(self, key: str) -> None:
         self._pending[key] = (self.partition_for_key(key), None)
 
-    async def flush_changelog(self) -> int:
-        """Produce the pending writes and wait for the broker; then write them to the store
-        and record each partition's newest changelog offset (what a restart can skip)."""
+    def take_pending(self) -> dict[str, Write]:
+        """The batch's writes, handed over to be produced (and counted); none kept."""
         pending, self._pending = self._pending, {}
         metrics.count_table_operations(self.name, self.reads, len(pending))
         self.reads = 0
-        if not pending:
-            return 0
-        topic = self.changelog_topic.get_topic_name()
-        send = self.app.producer.send
-        futures = [
-            await send(
-                topic,
-                dumps(self.key_serializer, key),
-                None if value is None else dumps(self.value_serializer, value),
-                partition,
-                None,
-                None,
-            )
-            for key, (partition, value) in pending.items()
-        ]
-        newest: dict[TP, int] = {}
-        for md in await asyncio.gather(*futures):
-            tp = TP(md.topic, md.partition)
-            newest[tp] = max(newest.get(tp, -1), md.offset)
+        return pending
+
+    def changelog(self, key: str, write: Write) -> Send:
+        """The changelog message of one write: key, and value or None for a delete."""
+        partition, value = write
+        return (
+            self.changelog_topic.get_topic_name(),
+            partition,
+            dumps(self.key_serializer, key),
+            None if value is None else dumps(self.value_serializer, value),
+        )
+
+    def apply(self, writes: Mapping[str, Write], produced: Iterable[RecordMetadata]) -> None:
+        """Once the broker has them: `writes` to the local store, and each changelog
+        partition's newest offset in `produced` as what a restart can skip."""
         store = self.data
-        for key, (partition, value) in pending.items():
+        topic = self.changelog_topic.get_topic_name()
+        for key, (partition, value) in writes.items():
             # the store picks a partition's database from the current event
             with in_event(PartitionEvent(partition or 0, topic)):
                 if value is None:
                     del store[key]  # Faust's store deletes a missing key quietly
                 else:
                     store[key] = value
+        newest: dict[TP, int] = {}
+        for md in produced:
+            tp = TP(md.topic, md.partition)
+            newest[tp] = max(newest.get(tp, -1), md.offset)
         for tp, offset in newest.items():  # after the store has what they hold
             store.set_persisted_offset(tp, offset)
+
+    async def flush_changelog(self) -> int:
+        """Produce the pending writes and wait for the broker; then write them to the store
+        (at-least-once; under exactly-once they go in the batch's transactions instead,
+        streams/outbox.py)."""
+        pending = self.take_pending()
+        if not pending:
+            return 0
+        send = self.app.producer.send
+        futures = [
+            await send(topic, key, value, partition, None, None)
+            for topic, partition, key, value in (self.changelog(k, w) for k, w in pending.items())
+        ]
+        self.apply(pending, await asyncio.gather(*futures))
         return len(pending)
 
 

@@ -276,7 +276,7 @@ async def read_all(
     expect: int | None = None,
     timeout: float = 120.0,
     worker: WorkerProcess | None = None,
-    isolation_level: str = "read_uncommitted",
+    isolation_level: str = "read_committed",
     until: Callable[[list[tuple[bytes, bytes]]], bool] | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """Every (key, value) on a topic, read until `expect` messages, `until(got)` holds, or
@@ -328,7 +328,7 @@ async def decisions_per_record(
     records: set[Source],
     timeout: float,
     worker: WorkerProcess | None = None,
-    isolation_level: str = "read_uncommitted",
+    isolation_level: str = "read_committed",
 ) -> dict[Source, list[int]]:
     """Each input record's decisions (their revisions), read until every one of `records`
     has one or `timeout`, and a moment longer for duplicates."""

@@ -23,11 +23,13 @@ from typing import ClassVar
 import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
-from faust.types.transports import ConsumerT, TransportT
+from faust.types.transports import ConsumerT, TransactionManagerT, TransportT
 
 from streams.patches import written_for
 from streams.patches.drain import EagerDrain
+from streams.patches.rebalance import ConsumerThread as RebalancingThread
 from streams.patches.rebalance import RebalancingConsumer
+from streams.patches.transactions import ReadCommittedThread, TransactionManager
 
 IDLE_S = 0.05  # a fetch with every active partition held waits this long, then returns empty
 
@@ -50,13 +52,23 @@ class HoldingConsumer(driver.Consumer):
         return await super()._getmany(active_partitions, timeout)
 
 
+class ConsumerThread(RebalancingThread, ReadCommittedThread):
+    """rebalance.py's seeks and stall checks; transactions.py's changelog highwaters."""
+
+
 class Consumer(HoldingConsumer, RebalancingConsumer, EagerDrain):
     """The worker's consumer: partitions can be held back, a rebalance neither loses nor
-    crashes (rebalance.py), and records are handed to the streams eagerly (drain.py)."""
+    crashes (rebalance.py), records are handed to the streams eagerly (drain.py), and
+    exactly-once recovery knows its changelogs' ends (transactions.py)."""
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class Transport(driver.Transport):
     Consumer: ClassVar[type[ConsumerT]] = Consumer
+    # one transactional producer per stage task (transactions.py), under exactly-once
+    TransactionManager: ClassVar[type[TransactionManagerT]] = TransactionManager
 
 
 class HoldingApp(faust.App):

@@ -11,11 +11,13 @@ from faust.tables.manager import TableManager as FaustTableManager
 from streams.patches import written_for
 from streams.patches.resume_streams import StopFlowBeforeSeek
 from streams.patches.stale_stores import RebuildStaleStores
+from streams.patches.transactions import CommittedRecovery
 
 
-class Recovery(RebuildStaleStores, StopFlowBeforeSeek):
+class Recovery(RebuildStaleStores, StopFlowBeforeSeek, CommittedRecovery):
     """A stale store is rebuilt (stale_stores.py); streams resume with nothing in flight
-    (resume_streams.py)."""
+    (resume_streams.py); a changelog written in transactions is recovered to its end
+    (transactions.py)."""
 
 
 class TableManager(FaustTableManager):

@@ -101,3 +101,38 @@ async def test_three_sigkills_over_200k_parcels(settings: Settings, start_worker
     decided = await crash_run(s, start_worker, parcels=200_000, kills=3, seed=32)
     report(decided, "at-least-once, 200k parcels, 3 SIGKILLs")
     assert_replays_are_the_same_decision(decided)
+
+
+async def holds_per_record(s: Settings) -> Counter[tuple[str, int, int, str]]:
+    """How many holds of each category each input record got (the all-holds topic, read
+    committed)."""
+    import orjson
+
+    from tests.conftest import read_all
+
+    holds = await read_all(s, "holds_topic", idle_s=5.0)
+    return Counter(
+        (h["source"]["topic"], h["source"]["partition"], h["source"]["offset"], h["category"])
+        for h in (orjson.loads(v) for _k, v in holds)
+    )
+
+
+async def exactly_once_crash_run(s: Settings, start_worker, parcels: int, seed: int) -> None:
+    s = s.with_(processing_guarantee="exactly_once")
+    decided = await crash_run(s, start_worker, parcels=parcels, kills=3, seed=seed)
+    dups = report(decided, f"exactly-once, {parcels:,} parcels, 3 SIGKILLs")
+    assert dups == 0
+    holds = await holds_per_record(s)
+    assert holds, "no holds to check"
+    assert max(holds.values()) == 1, f"{sum(n - 1 for n in holds.values())} duplicate holds"
+
+
+async def test_three_sigkills_exactly_once_no_duplicate(settings: Settings, start_worker) -> None:
+    await exactly_once_crash_run(settings, start_worker, parcels=12_000, seed=33)
+
+
+@pytest.mark.slow
+async def test_three_sigkills_over_200k_parcels_exactly_once(
+    settings: Settings, start_worker
+) -> None:
+    await exactly_once_crash_run(settings.with_(partitions=8), start_worker, 200_000, seed=34)

@@ -1,19 +1,26 @@
-"""The order in which a stage's batch ends (streams/outbox.py), without Kafka: the
-batch's table writes flushed, then its outputs acknowledged by the broker, then
-remembered and flushed again; and nothing remembered when the broker refuses an output."""
+"""How a stage's batch ends (streams/outbox.py), without Kafka.
+
+At-least-once: the batch's table writes flushed, then its outputs acknowledged by the
+broker, then remembered and flushed again; and nothing remembered when the broker refuses
+an output. Exactly-once: each source partition's outputs, table writes and offsets handed
+to that task's transaction, and nothing of a fenced task kept."""
 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from models.outputs import Source
 from models.pipeline import Incoming
 from models.records import RecordError
 from streams import metrics
-from streams.outbox import Outbox
+from streams.outbox import Outbox, parts, settle
+from streams.patches.transactions import Fenced
 from streams.publishing import Outgoing
 
 
@@ -46,6 +53,8 @@ class Producer:
 
 
 class App:
+    in_transaction = False  # at-least-once
+
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
 
@@ -69,7 +78,7 @@ def test_writes_are_flushed_before_outputs_and_outputs_acknowledged_before_remem
     box = _box(log)
     box.send([Outgoing("decisions", b"H1", b"{}"), Outgoing("decisions", b"H2", b"{}")])
     box.forward(Topic("stage2"), [(b"k", {"kind": "parcel"})])  # type: ignore[list-item]
-    asyncio.run(box.settle(Table(log), remember=lambda: log.append("remembered")))  # type: ignore[arg-type]
+    asyncio.run(settle([box.end(Table(log), remember=lambda: log.append("remembered"))]))  # type: ignore[arg-type]
     assert log == [
         "flushed",  # the revisions the outputs carry, before any output
         "acked decisions",
@@ -86,7 +95,7 @@ def test_nothing_is_remembered_when_the_broker_refuses_an_output() -> None:
     box = _box(log, fail=True)
     box.send([Outgoing("decisions", b"H1", b"{}")])
     with pytest.raises(RuntimeError):
-        asyncio.run(box.settle(Table(log), remember=lambda: log.append("remembered")))  # type: ignore[arg-type]
+        asyncio.run(settle([box.end(Table(log), remember=lambda: log.append("remembered"))]))  # type: ignore[arg-type]
     assert log == ["flushed"]  # the batch is not acknowledged either: the agent's error stops it
 
 
@@ -96,6 +105,118 @@ def test_dead_letters_are_sent_with_the_batch_and_counted() -> None:
     counted = metrics.DEAD_LETTERS.labels("parcels.manifest", "hawb")._value.get()
     bad = Incoming("manifest", Source("parcels.manifest", 0, 7, b"K"), b"not json")
     box.dead([(bad, RecordError("hawb", "missing"))])
-    asyncio.run(box.settle())
+    asyncio.run(settle([box]))
     assert log == ["acked deadletter"]
     assert metrics.DEAD_LETTERS.labels("parcels.manifest", "hawb")._value.get() == counted + 1
+
+
+class TransactionsApp:
+    """An exactly-once app: `consumer.transactions.run` records each task's transaction."""
+
+    in_transaction = True
+
+    def __init__(self, fenced: frozenset[str] = frozenset(), broken: frozenset[str] = frozenset()):
+        self.conf = SimpleNamespace(id="app")
+        self.runs: dict[str, tuple[list[Any], dict[Any, int]]] = {}
+        self.log: list[str] = []
+        app = self
+
+        class Manager:
+            async def run(self, tid: str, sends: list[Any], offsets: dict[Any, int]) -> list[Any]:
+                app.log.append(f"run {tid}")
+                if tid in fenced:
+                    raise Fenced(tid)
+                if tid in broken:
+                    raise RuntimeError("broker refused")
+                app.runs[tid] = (list(sends), dict(offsets))
+                return [
+                    SimpleNamespace(topic=t, partition=p, offset=i)
+                    for i, (t, p, *_) in enumerate(sends)
+                ]
+
+        self.consumer = SimpleNamespace(transactions=Manager())
+
+
+class PendingTable:
+    """A table's pending writes, handed over and applied as BatchedTable's are."""
+
+    def __init__(self, log: list[str], writes: dict[str, tuple[int, Any]]) -> None:
+        self.log, self.pending, self.applied = log, writes, {}
+
+    def take_pending(self) -> dict[str, tuple[int, Any]]:
+        pending, self.pending = self.pending, {}
+        return pending
+
+    def changelog(self, key: str, write: tuple[int, Any]) -> tuple[str, int, bytes, bytes]:
+        return ("changelog", write[0], key.encode(), str(write[1]).encode())
+
+    def apply(self, writes: dict[str, Any], produced: list[Any]) -> None:
+        assert [md.topic for md in produced] == ["changelog"] * len(writes)
+        self.applied.update(writes)
+
+
+def _event(partition: int, offset: int, topic: str = "in") -> Any:
+    tp = TP(topic, partition)
+    return SimpleNamespace(message=SimpleNamespace(partition=partition, offset=offset, tp=tp))
+
+
+def _parts(app: TransactionsApp, table: PendingTable) -> list[Outbox]:
+    outputs = {"decisions": Topic("decisions")}
+    events = [_event(0, 10), _event(3, 5), _event(0, 11), _event(3, 6, "other")]
+    split = parts(app, events)  # type: ignore[arg-type]
+    assert [[e.message.offset for e in part] for part in split] == [[10, 11], [5, 6]]
+    boxes = []
+    for part in split:
+        box = Outbox(app, outputs, 4, "stage", part)  # type: ignore[arg-type]
+        p = part[0].message.partition
+        box.send([Outgoing("decisions", f"H{p}".encode(), b"{}")])
+        boxes.append(
+            box.end(
+                table,  # type: ignore[arg-type]
+                remember=partial(app.log.append, f"remembered {p}"),
+                then=partial(app.log.append, f"counted {p}"),
+            )
+        )
+    return boxes
+
+
+def test_exactly_once_commits_each_source_partition_in_its_own_task() -> None:
+    app = TransactionsApp()
+    table = PendingTable(app.log, {"k0": (0, "a"), "k3": (3, "b")})
+    asyncio.run(settle(_parts(app, table)))
+    sends, offsets = app.runs["app-stage-0"]
+    assert [(t, p, k) for t, p, k, _v in sends] == [
+        ("decisions", None, b"H0"),
+        ("changelog", 0, b"k0"),
+    ]
+    assert offsets == {TP("in", 0): 12}
+    sends, offsets = app.runs["app-stage-3"]
+    assert [(t, p, k) for t, p, k, _v in sends] == [
+        ("decisions", None, b"H3"),
+        ("changelog", 3, b"k3"),
+    ]
+    assert offsets == {TP("in", 3): 6, TP("other", 3): 7}
+    # what a part remembers goes in its transaction; it is counted once committed
+    assert app.log[:2] == ["remembered 0", "remembered 3"]
+    assert set(app.log[2:4]) == {"run app-stage-0", "run app-stage-3"}
+    assert app.log[4:] == ["counted 0", "counted 3"]
+    assert table.applied == {"k0": (0, "a"), "k3": (3, "b")}
+
+
+def test_a_fenced_task_keeps_nothing_and_the_others_commit() -> None:
+    app = TransactionsApp(fenced=frozenset({"app-stage-3"}))
+    table = PendingTable(app.log, {"k0": (0, "a"), "k3": (3, "b")})
+    fenced = metrics.FENCED_BATCHES.labels("stage")._value.get()
+    asyncio.run(settle(_parts(app, table)))
+    assert table.applied == {"k0": (0, "a")}  # the store never gets the moved task's writes
+    assert "counted 3" not in app.log and "counted 0" in app.log
+    assert metrics.FENCED_BATCHES.labels("stage")._value.get() == fenced + 1
+
+
+def test_a_failed_transaction_raises_after_the_committed_ones_are_applied() -> None:
+    app = TransactionsApp(broken=frozenset({"app-stage-3"}))
+    table = PendingTable(app.log, {"k0": (0, "a"), "k3": (3, "b")})
+    with pytest.raises(RuntimeError, match="broker refused"):
+        asyncio.run(settle(_parts(app, table)))
+    assert table.applied == {"k0": (0, "a")}
+    assert not any(line.startswith("counted") for line in app.log)

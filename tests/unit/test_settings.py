@@ -17,23 +17,24 @@ def test_environment_overrides_defaults_with_types() -> None:
     assert from_env({}, partitions=3).partitions == 3
 
 
-def test_exactly_once_is_refused_with_the_reason() -> None:
-    with pytest.raises(ValueError, match="duplicate decisions"):
-        Settings(processing_guarantee="exactly_once").check()
+def test_both_guarantees_are_accepted_and_nothing_else() -> None:
+    Settings(processing_guarantee="exactly_once").check()
     Settings().check()
+    with pytest.raises(ValueError, match="one of at_least_once, exactly_once"):
+        Settings(processing_guarantee="exactly-once").check()
 
 
-def test_worker_exits_with_a_clear_error_for_exactly_once() -> None:
+def test_worker_exits_with_a_clear_error_for_an_unknown_guarantee() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "streams.cli", "worker"],
-        env={"PARCEL_RISK_PROCESSING_GUARANTEE": "exactly_once", "PATH": "/usr/bin:/bin"},
+        env={"PARCEL_RISK_PROCESSING_GUARANTEE": "at_most_once", "PATH": "/usr/bin:/bin"},
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 2
-    assert "only at_least_once is supported" in " ".join((done.stderr + done.stdout).split())
+    assert "one of at_least_once, exactly_once" in " ".join((done.stderr + done.stdout).split())
 
 
 def test_settings_round_trip_through_the_environment() -> None:

@@ -1,0 +1,130 @@
+"""Exactly-once's changes to Faust (streams/patches/transactions.py), without Kafka: which
+producers a rebalance leaves, and when a changelog written in transactions is recovered.
+The real-broker checks are tests/integration/test_exactly_once.py and test_crash.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import pytest
+from aiokafka.errors import ProducerFenced
+from faust.types import TP
+
+from streams.patches.transactions import (
+    CommittedRecovery,
+    Fenced,
+    TransactionManager,
+    task_id,
+)
+
+
+class Producer:
+    """A transactional producer: started (init_transactions), stopped, fenced on demand."""
+
+    def __init__(self, tid: str, log: list[str], fenced: bool = False) -> None:
+        self.tid, self.log, self.fenced = tid, log, fenced
+
+    async def start(self) -> None:
+        self.log.append(f"start {self.tid}")
+
+    async def stop(self) -> None:
+        self.log.append(f"stop {self.tid}")
+
+    async def begin_transaction(self) -> None:
+        pass
+
+    async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.fenced:
+            done.set_exception(ProducerFenced())
+        else:
+            done.set_result(SimpleNamespace(topic="out", partition=0, offset=0))
+        return done
+
+    async def send_offsets_to_transaction(self, *args: Any) -> None:
+        pass
+
+    async def commit_transaction(self) -> None:
+        self.log.append(f"commit {self.tid}")
+
+
+def _manager(log: list[str], fenced: bool = False) -> TransactionManager:
+    app = SimpleNamespace(
+        conf=SimpleNamespace(id="app"),
+        agents={
+            "join": SimpleNamespace(name="join", channel=faust.App("x").topic("a", "b")),
+        },
+        producer=SimpleNamespace(
+            _new_producer=lambda transactional_id: Producer(transactional_id, log, fenced)
+        ),
+        consumer=SimpleNamespace(_thread=SimpleNamespace(rejoin=lambda: _logged(log, "rejoin"))),
+    )
+    manager = TransactionManager.__new__(TransactionManager)
+    manager.app = app  # type: ignore[assignment]
+    manager.producers = {}
+    manager._stages = None
+    return manager
+
+
+async def _logged(log: list[str], line: str) -> None:
+    log.append(line)
+
+
+def test_a_rebalance_starts_a_new_producer_for_every_task_kept_or_new() -> None:
+    """A worker paused past its session is given its old partitions back while another
+    worker fenced its producers: a kept task's old producer must not be used again."""
+    log: list[str] = []
+    manager = _manager(log)
+    asyncio.run(manager.on_rebalance({TP("a", 0), TP("b", 0), TP("a", 1)}, set(), set()))
+    assert sorted(log) == ["start app-join-0", "start app-join-1"]  # a and b share a task
+    first = manager.producers["app-join-0"]
+    log.clear()
+    asyncio.run(manager.on_rebalance({TP("a", 0), TP("changelog", 2)}, {TP("a", 1)}, set()))
+    assert sorted(log) == ["start app-join-0", "stop app-join-0", "stop app-join-1"]
+    assert manager.producers["app-join-0"] is not first
+    assert set(manager.producers) == {task_id("app", "join", 0)}
+
+
+def test_a_fenced_task_is_dropped_and_the_worker_rejoins_its_group() -> None:
+    log: list[str] = []
+    manager = _manager(log, fenced=True)
+    asyncio.run(manager.on_rebalance({TP("a", 0)}, set(), set()))
+    with pytest.raises(Fenced):
+        asyncio.run(manager.run("app-join-0", [("out", None, b"k", b"v")], {TP("a", 0): 5}))
+    assert log[-2:] == ["stop app-join-0", "rejoin"]  # no commit
+    with pytest.raises(Fenced):  # until the rebalance gives it a new producer
+        asyncio.run(manager.run("app-join-0", [], {}))
+
+
+def test_a_task_commits_its_sends_and_offsets() -> None:
+    log: list[str] = []
+    manager = _manager(log)
+    asyncio.run(manager.on_rebalance({TP("a", 0)}, set(), set()))
+    got = asyncio.run(manager.run("app-join-0", [("out", None, b"k", b"v")], {TP("a", 0): 5}))
+    assert len(got) == 1 and log[-1] == "commit app-join-0"
+
+
+def _recovery(highwater: int, applied: int, position: int, fetched: int) -> Counter[TP]:
+    tp = TP("bills-changelog", 0)
+    thread = SimpleNamespace(known_position=lambda _tp: position, fetched={tp: fetched})
+    recovery = CommittedRecovery.__new__(CommittedRecovery)
+    recovery.__dict__.update(
+        app=SimpleNamespace(in_transaction=True, consumer=SimpleNamespace(_thread=thread)),
+        active_highwaters=Counter({tp: highwater}),
+        active_offsets=Counter({tp: applied}),
+    )
+    return recovery.active_remaining()
+
+
+def test_a_changelog_ending_in_a_commit_marker_is_recovered_once_read_and_applied() -> None:
+    tp = TP("bills-changelog", 0)
+    # records 0-8 and the commit marker at 9 (highwater: the last stable offset 10, less 1)
+    assert _recovery(highwater=9, applied=8, position=10, fetched=8)[tp] == 0
+    # Faust's own count, until it looks at the position after two 5-second timeouts
+    assert _recovery(highwater=9, applied=8, position=9, fetched=8)[tp] == 1
+    # fetched but not yet applied: not done
+    assert _recovery(highwater=9, applied=5, position=10, fetched=8)[tp] == 4
