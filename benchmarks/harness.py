@@ -25,7 +25,7 @@ from aiokafka.errors import for_code
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.security import connection
+from streams.security import connection, reader
 from streams.settings import ROOT, Settings, to_env
 
 
@@ -128,6 +128,35 @@ async def wait_for_count(
             break
         await asyncio.sleep(1.0)
     raise TimeoutError(f"{topic}: {last:,} of {n:,} messages")
+
+
+async def read_times(
+    s: Settings, topic: str, n: int, timeout: float, stall_s: float = 120.0
+) -> list[float]:
+    """CreateTimes (epoch seconds) of the first n messages a read-committed reader gets from
+    `topic`, read as they come: under exactly-once, end offsets also count transaction
+    markers, and aborted messages are not output."""
+    c = AIOKafkaConsumer(**reader(s), group_id=None, enable_auto_commit=False)
+    await c.start()
+    try:
+        tps = await _partitions(c, [topic])
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        got: list[float] = []
+        deadline = time.monotonic() + timeout
+        last_change = time.monotonic()
+        while len(got) < n:
+            batch = await c.getmany(timeout_ms=1000)
+            for msgs in batch.values():
+                got.extend(m.timestamp / 1000 for m in msgs)
+            now = time.monotonic()
+            if batch:
+                last_change = now
+            elif now - last_change > stall_s or now > deadline:
+                raise TimeoutError(f"{topic}: {len(got):,} of {n:,} messages")
+        return got
+    finally:
+        await c.stop()
 
 
 async def times(s: Settings, topic: str) -> tuple[float, float]:

@@ -1,6 +1,7 @@
 """Latency under offered load: from a parcel's produce time to its hold being readable.
 
-    python -m benchmarks.latency [--rates 1000 5000] [--seconds 30] [--stages]
+    python -m benchmarks.latency [--rates 300 1000 5000] [--seconds 30] [--stages]
+        [--guarantees at_least_once exactly_once]
 
 For each rate, a fresh worker is started on fresh topics and warmed up; generated parcels
 are then produced at that rate (paced by the wall clock, in 10 ms ticks) while a consumer
@@ -135,9 +136,16 @@ def summary(latencies: list[float]) -> str:
 
 
 async def run(
-    broker: str, rate: float, seconds: float, partitions: int, seed: int, stages: bool
+    broker: str,
+    rate: float,
+    seconds: float,
+    partitions: int,
+    seed: int,
+    stages: bool,
+    guarantee: str = "at_least_once",
 ) -> None:
-    s = harness.own_run(Settings(broker=broker, partitions=partitions), "bl", "bench-latency")
+    base = Settings(broker=broker, partitions=partitions, processing_guarantee=guarantee)
+    s = harness.own_run(base, "bl", "bench-latency")
     work = ROOT / ".local" / s.app_id
     work.mkdir(parents=True)
     s = s.with_(data_dir=work / "data")
@@ -166,7 +174,7 @@ async def run(
         harness.stop(worker)
         await harness.remove_run(s)  # its topics, changelogs and group: the broker is shared
     print(
-        f"offered {rate:,.0f} records/s for {seconds:.0f}s ({len(sent):,} records), "
+        f"{guarantee}: offered {rate:,.0f} records/s for {seconds:.0f}s ({len(sent):,} records), "
         f"worker CPU {busy:.0%} of a core while offered:"
     )
     for name, got in arrivals.items():
@@ -180,15 +188,22 @@ async def run(
 
 async def main() -> None:
     a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    a.add_argument("--rates", type=float, nargs="+", default=[1000, 5000])
+    a.add_argument("--rates", type=float, nargs="+", default=[300, 1000, 5000])
     a.add_argument("--seconds", type=float, default=30)
     a.add_argument("--partitions", type=int, default=8)
     a.add_argument("--broker", default="127.0.0.1:9092")
     a.add_argument("--seed", type=int, default=21)
     a.add_argument("--stages", action="store_true", help="also time each stage's output")
+    a.add_argument(
+        "--guarantees",
+        nargs="+",
+        default=["at_least_once", "exactly_once"],
+        choices=["at_least_once", "exactly_once"],
+    )
     args = a.parse_args()
     for rate in args.rates:
-        await run(args.broker, rate, args.seconds, args.partitions, args.seed, args.stages)
+        for g in args.guarantees:
+            await run(args.broker, rate, args.seconds, args.partitions, args.seed, args.stages, g)
 
 
 if __name__ == "__main__":
