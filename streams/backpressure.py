@@ -37,10 +37,33 @@ class Gate:
         return self.held
 
 
-def behind(ends: Mapping[TP, int], committed: Mapping[TP, int], tps: Iterable[TP]) -> int:
+def behind(
+    ends: Mapping[TP, int],
+    committed: Mapping[TP, int],
+    tps: Iterable[TP],
+    read: Mapping[TP, int | None] | None = None,
+    positions: Mapping[TP, int] | None = None,
+) -> int:
     """Messages on these partitions not yet committed by their consumer (a partition never
-    committed counts from its start; one with no known end, as nothing)."""
-    return sum(max(0, ends[tp] - committed.get(tp, 0)) for tp in tps if tp in ends)
+    committed counts from its start; one with no known end, as nothing).
+
+    With the consumer's `read` offsets (last record handed to the stream) and fetch
+    `positions`: what was read and not committed, plus what is not fetched yet. Offsets also
+    number the transaction markers of exactly-once writers, which are never read: counted
+    from the end, the ones after a partition's last record kept the input held for good
+    (96 "envelopes" behind with every stage idle)."""
+    total = 0
+    for tp in tps:
+        if tp not in ends:
+            continue
+        done = committed.get(tp, 0)
+        last = read.get(tp) if read is not None else None
+        position = positions.get(tp, -1) if positions is not None else -1
+        if last is None or position < 0:
+            total += max(0, ends[tp] - done)
+        else:
+            total += max(0, last + 1 - done) + max(0, ends[tp] - position)
+    return total
 
 
 def register(
@@ -59,7 +82,13 @@ def register(
             return
         assigned = consumer.assignment()  # the monitor keeps partitions gone since
         stage = [tp for tp in assigned if tp.topic in stage_topics]
-        waiting = behind(app.monitor.tp_end_offsets, app.monitor.tp_committed_offsets, stage)
+        waiting = behind(
+            app.monitor.tp_end_offsets,
+            app.monitor.tp_committed_offsets,
+            stage,
+            read=consumer._read_offset,
+            positions={tp: consumer.known_position(tp) for tp in stage},
+        )
         was_held = gate.held
         held = gate.update(waiting)
         metrics.STAGE_BACKLOG.set(waiting)

@@ -18,7 +18,7 @@ Installed as the Consumer of the app's transport (streams/patches/app.py).
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import faust
 from faust.transport.drivers import aiokafka as driver
@@ -29,7 +29,11 @@ from streams.patches import written_for
 from streams.patches.drain import EagerDrain
 from streams.patches.rebalance import ConsumerThread as RebalancingThread
 from streams.patches.rebalance import RebalancingConsumer
-from streams.patches.transactions import ReadCommittedThread, TransactionManager
+from streams.patches.transactions import (
+    ReadCommittedThread,
+    TransactionalConsumer,
+    TransactionManager,
+)
 
 IDLE_S = 0.05  # a fetch with every active partition held waits this long, then returns empty
 
@@ -56,13 +60,18 @@ class ConsumerThread(RebalancingThread, ReadCommittedThread):
     """rebalance.py's seeks and stall checks; transactions.py's changelog highwaters."""
 
 
-class Consumer(HoldingConsumer, RebalancingConsumer, EagerDrain):
+class Consumer(HoldingConsumer, RebalancingConsumer, EagerDrain, TransactionalConsumer):
     """The worker's consumer: partitions can be held back, a rebalance neither loses nor
     crashes (rebalance.py), records are handed to the streams eagerly (drain.py), and
-    exactly-once recovery knows its changelogs' ends (transactions.py)."""
+    under exactly-once, offsets are committed by the batches' transactions and recovery
+    knows its changelogs' ends (transactions.py)."""
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def known_position(self, tp: TP) -> int:
+        """Where the next fetch of `tp` starts, without waiting (-1 while unknown)."""
+        return cast(ConsumerThread, self._thread).known_position(tp)
 
 
 class Transport(driver.Transport):

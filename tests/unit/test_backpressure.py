@@ -30,6 +30,29 @@ def test_behind_counts_what_the_stages_have_not_committed_on_these_partitions() 
     assert behind({}, committed, SHIPPER) == 0
 
 
+def test_behind_does_not_count_transaction_markers_after_the_last_record() -> None:
+    """Exactly-once: records 0-39 read and committed, then markers up to offset 49; the
+    consumer's position has skipped them. Counted from the end, they held the input for
+    good."""
+    ends, committed = {CONSIGNEE[0]: 50}, {CONSIGNEE[0]: 40}
+    assert behind(ends, committed, CONSIGNEE[:1]) == 10  # the end alone cannot tell
+    assert (
+        behind(
+            ends, committed, CONSIGNEE[:1], read={CONSIGNEE[0]: 39}, positions={CONSIGNEE[0]: 50}
+        )
+        == 0
+    )
+    # read up to 44, not committed yet; 45-49 not fetched: both count
+    assert (
+        behind(
+            ends, committed, CONSIGNEE[:1], read={CONSIGNEE[0]: 44}, positions={CONSIGNEE[0]: 45}
+        )
+        == 5 + 5
+    )
+    # nothing read yet (or no position): from the end, as before
+    assert behind(ends, committed, CONSIGNEE[:1], read={}, positions={CONSIGNEE[0]: 45}) == 10
+
+
 class Asked:
     """The aiokafka side of the consumer: records which partitions a fetch asks for."""
 

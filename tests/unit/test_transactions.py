@@ -65,6 +65,9 @@ def _manager(log: list[str], fenced: bool = False) -> TransactionManager:
     )
     manager = TransactionManager.__new__(TransactionManager)
     manager.app = app  # type: ignore[assignment]
+    manager.consumer = SimpleNamespace(  # type: ignore[assignment]
+        committed_in_transaction=lambda offsets: log.append(f"committed {dict(offsets)}")
+    )
     manager.producers = {}
     manager._stages = None
     return manager
@@ -105,7 +108,7 @@ def test_a_task_commits_its_sends_and_offsets() -> None:
     manager = _manager(log)
     asyncio.run(manager.on_rebalance({TP("a", 0)}, set(), set()))
     got = asyncio.run(manager.run("app-join-0", [("out", None, b"k", b"v")], {TP("a", 0): 5}))
-    assert len(got) == 1 and log[-1] == "commit app-join-0"
+    assert len(got) == 1 and log[-2:] == ["commit app-join-0", f"committed {{{TP('a', 0)!r}: 5}}"]
 
 
 def _recovery(highwater: int, applied: int, position: int, fetched: int) -> Counter[TP]:
