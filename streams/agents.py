@@ -115,6 +115,12 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
 
     # stage batches count envelopes: about batch_size records
     envelope_batch = max(4, s.batch_size // (envelopes.MAX_RECORDS // 2))
+    # exactly-once splits a batch by source partition (one transaction each): batches that
+    # many times larger keep each part, and each model call, as large as a whole batch is
+    # under at-least-once (split 8 ways, scoring was 71% of the worker's CPU)
+    record_batch = s.batch_size
+    if s.processing_guarantee == "exactly_once":
+        record_batch, envelope_batch = record_batch * s.partitions, envelope_batch * s.partitions
     if s.stage_backlog:  # later stages first (a backlog of input crowds them out)
         backpressure.register(
             app,
@@ -187,7 +193,7 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
     async def join_bills(stream: AsyncIterable[EventT]) -> None:
         sweep_due = time.monotonic() + s.bill_sweep_s
         # take_events is on Faust's Stream, not on the AsyncIterable it is typed as here
-        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):  # type: ignore[attr-defined]
+        async for events in stream.take_events(record_batch, within=s.batch_within_s):  # type: ignore[attr-defined]
             await settle([join(part) for part in parts(app, events)])
             if time.monotonic() >= sweep_due:  # between batches: no batch's writes pending
                 sweep_due = time.monotonic() + s.bill_sweep_s

@@ -1,10 +1,13 @@
 """Crashes on the real broker: SIGKILL the worker at random moments, lose nothing.
 
-Offsets are committed only after a batch's outputs and table writes are acknowledged by
-the broker, so a killed worker's uncommitted records are decided again by the next one:
-every input record ends with at least one decision; the extra ones are counted. A replay
-is the same decision again (same revision), and one the worker remembers publishing is
-skipped (`parcel_risk_replays_skipped_total`).
+At-least-once: offsets are committed only after a batch's outputs and table writes are
+acknowledged by the broker, so a killed worker's uncommitted records are decided again by
+the next one: every input record ends with at least one decision; the extra ones are
+counted. A replay is the same decision again (same revision), and one the worker remembers
+publishing is skipped (`parcel_risk_replays_skipped_total`).
+
+Exactly-once (the default): a read-committed reader sees every record decided once, and
+every hold once.
 """
 
 from __future__ import annotations
@@ -90,14 +93,15 @@ def assert_replays_are_the_same_decision(decided: dict[tuple[str, int, int], lis
 
 
 async def test_three_sigkills_lose_no_record(settings: Settings, start_worker) -> None:
-    decided = await crash_run(settings, start_worker, parcels=12_000, kills=3, seed=31)
+    s = settings.with_(processing_guarantee="at_least_once")
+    decided = await crash_run(s, start_worker, parcels=12_000, kills=3, seed=31)
     report(decided, "at-least-once, 3 SIGKILLs")
     assert_replays_are_the_same_decision(decided)
 
 
 @pytest.mark.slow
 async def test_three_sigkills_over_200k_parcels(settings: Settings, start_worker) -> None:
-    s = settings.with_(partitions=8)
+    s = settings.with_(partitions=8, processing_guarantee="at_least_once")
     decided = await crash_run(s, start_worker, parcels=200_000, kills=3, seed=32)
     report(decided, "at-least-once, 200k parcels, 3 SIGKILLs")
     assert_replays_are_the_same_decision(decided)
@@ -118,7 +122,7 @@ async def holds_per_record(s: Settings) -> Counter[tuple[str, int, int, str]]:
 
 
 async def exactly_once_crash_run(s: Settings, start_worker, parcels: int, seed: int) -> None:
-    s = s.with_(processing_guarantee="exactly_once")
+    assert s.processing_guarantee == "exactly_once"
     decided = await crash_run(s, start_worker, parcels=parcels, kills=3, seed=seed)
     dups = report(decided, f"exactly-once, {parcels:,} parcels, 3 SIGKILLs")
     assert dups == 0

@@ -45,7 +45,7 @@ async def test_tables_come_back_from_changelogs_written_in_transactions(
     """A changelog ends with a commit marker, and a read-committed consumer learns where it
     ends only from the broker: faust-streaming alone took an unfetched changelog for an
     empty one and started with empty tables."""
-    s = settings.with_(processing_guarantee="exactly_once")
+    s = settings  # exactly-once is the default
     await ensure_topics(s)
     first = start_worker(s)
     before = await _revisions(s, first)
@@ -63,7 +63,7 @@ async def test_tables_come_back_from_changelogs_written_in_transactions(
 async def test_a_paused_worker_is_fenced_and_nothing_is_decided_twice(
     settings: Settings, start_worker
 ) -> None:
-    s = settings.with_(partitions=4, processing_guarantee="exactly_once")
+    s = settings.with_(partitions=4)
     await ensure_topics(s)
     a = start_worker(s)
     b_settings = s.with_(
