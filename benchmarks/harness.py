@@ -1,9 +1,10 @@
 """What every benchmark needs: worker processes, the real broker's offsets, and resources.
 
-Throughput is read from the output topic itself: the number of messages (end offsets)
-over the span between the first and the last message's CreateTime (stamped by the
-producing client when it sent them). Every system under test is measured the same way,
-start-up excluded, and nothing has to read millions of messages back.
+Throughput is read from the output topic itself: the number of messages over the span
+between the first and the last message's CreateTime (stamped by the producing client when
+it sent them), start-up excluded. The baselines' messages are counted by end offsets; the
+worker's are read back as a read-committed reader gets them (`read_times`), because under
+exactly-once the end offsets also number transaction markers.
 """
 
 from __future__ import annotations

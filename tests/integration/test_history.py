@@ -62,6 +62,18 @@ async def test_seizures_raise_the_next_parcels_score(settings, start_worker) -> 
         "dispositions_topic",
         [disposition(m["hawb"], "seized_narcotics", "2025-03-05T00:00:00+00:00") for m in first],
     )
+    # Dispositions and manifests are different partitions of different topics: Kafka orders
+    # neither against the other, and exactly-once commits the parts of a batch in one
+    # transaction per source partition, so a parcel sent right after the dispositions may
+    # be scored before they reach its shipper's history. Probe parcels show when they have.
+    for i in range(30):
+        probe = manifest(f"PROBE{i}", bad, "2025-03-06T08:00:00+00:00")
+        await publish(settings, "manifest_topic", [probe])
+        seen = await decisions_for(settings, {probe["hawb"]})
+        if feature(seen[probe["hawb"]][0], "shipper_seized_narcotics") == 3:
+            break
+    else:
+        raise AssertionError("the seizures never reached the shipper's history")
     # the same parcel, later, from the seized shipper and from a clean one
     t = "2025-03-09T08:00:00+00:00"
     await publish(

@@ -5,7 +5,7 @@ The real-broker checks are tests/integration/test_exactly_once.py and test_crash
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, defaultdict
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,10 +13,12 @@ import faust
 import pytest
 from aiokafka.errors import ProducerFenced
 from faust.types import TP
+from intervaltree import IntervalTree
 
 from streams.patches.transactions import (
     CommittedRecovery,
     Fenced,
+    TransactionalConsumer,
     TransactionManager,
     task_id,
 )
@@ -131,3 +133,40 @@ def test_a_changelog_ending_in_a_commit_marker_is_recovered_once_read_and_applie
     assert _recovery(highwater=9, applied=8, position=9, fetched=8)[tp] == 1
     # fetched but not yet applied: not done
     assert _recovery(highwater=9, applied=5, position=10, fetched=8)[tp] == 4
+
+
+def _consumer(in_transaction: bool = True) -> tuple[TransactionalConsumer, list[Any]]:
+    committed: list[Any] = []
+    consumer = TransactionalConsumer.__new__(TransactionalConsumer)
+    consumer.__dict__.update(
+        in_transaction=in_transaction,
+        app=SimpleNamespace(monitor=SimpleNamespace(on_tp_commit=committed.append)),
+        _committed_offset=defaultdict(lambda: None),
+        _acked=defaultdict(list),
+        _acked_index=defaultdict(set),
+        _gap=defaultdict(IntervalTree),
+    )
+    return consumer, committed
+
+
+def test_faust_commits_nothing_itself_under_exactly_once() -> None:
+    consumer, committed = _consumer()
+    tp = TP("by-shipper", 0)
+    consumer._acked[tp].extend([3, 5])  # 4: a commit marker, never delivered nor acked
+    assert asyncio.run(consumer.commit()) is False
+    assert consumer._committed_offset[tp] is None and committed == []
+
+
+def test_a_transaction_s_offsets_are_what_faust_counts_as_committed() -> None:
+    consumer, committed = _consumer()
+    tp = TP("by-shipper", 0)
+    consumer._acked[tp].extend([3, 5, 7])
+    consumer._acked_index[tp].update([3, 5, 7])
+    consumer._gap[tp].addi(4, 5)
+    consumer.committed_in_transaction({tp: 6})
+    assert consumer._committed_offset[tp] == 6
+    assert consumer._acked[tp] == [7] and consumer._acked_index[tp] == {7}
+    assert not consumer._gap[tp]  # nothing below the committed offset is tracked any more
+    assert committed == [{tp: 6}]  # the monitor (and the stage backlog) sees it
+    consumer.committed_in_transaction({tp: 4})  # an older transaction never goes back
+    assert consumer._committed_offset[tp] == 6 and len(committed) == 1
