@@ -9,8 +9,9 @@ that record's own partition, store and changelog.
 Faust produces one changelog message per write through its producer buffer, one message
 at a time, and stalls the stream when that buffer passes 100 messages: the worker's top
 cost in profiles. `BatchedTable` keeps the writes of a batch and produces them in one go
-when `Outbox.settle` calls `flush_changelog()` (before the batch's outputs, and again
-after what the stage remembers of them); the local store gets them only then.
+when the batch ends (streams/outbox.py): under at-least-once `flush_changelog()` before
+the batch's outputs and again after what the stage remembers of them; under exactly-once
+in the transaction of each write's partition. The local store gets them only then.
 """
 
 from __future__ import annotations
