@@ -92,11 +92,12 @@ async def run_process(
 
 async def run_workers(
     s: Settings, count: int, n: int, work: Path, timeout: float
-) -> tuple[int, float, float]:
+) -> tuple[int, float, float, list[float]]:
     """`count` workers in one group on their own decisions topic, measured once all of them
     own partitions (a worker that joins late would otherwise count as scale-out's cost):
-    (decisions, decisions per second, summed RSS MiB). The decisions are read back as a
-    read-committed reader gets them, which is also what counts under exactly-once."""
+    (decisions, decisions per second, summed RSS MiB, each worker's CPU µs per decision of
+    the group). The decisions are read back as a read-committed reader gets them, which is
+    also what counts under exactly-once."""
     tag = f"w{count}{'x' if s.processing_guarantee == 'exactly_once' else ''}"
     s = s.with_(app_id=f"{s.app_id}-{tag}", decisions_topic=f"parcels.decisions.{tag}")
     topic = s.topic("decisions_topic")
@@ -120,13 +121,16 @@ async def run_workers(
                 raise TimeoutError("workers did not all get partitions")
             await asyncio.sleep(0.5)
         joined = time.time()
+        cpu = [harness.cpu_seconds(p.pid) for p in procs]
         stamps = await reading
+        cpu = [harness.cpu_seconds(p.pid) - c for p, c in zip(procs, cpu, strict=True)]
         rss = sum(harness.rss_mib(p.pid) for p in procs)
     finally:
         for p in procs:
             harness.stop(p)
-    done_then = sum(1 for t in stamps if t <= joined)
-    return len(stamps), (len(stamps) - done_then) / max(max(stamps) - joined, 1e-6), rss
+    counted = sum(1 for t in stamps if t > joined)
+    per_decision = [c / max(counted, 1) * 1e6 for c in cpu]
+    return len(stamps), counted / max(max(stamps) - joined, 1e-6), rss, per_decision
 
 
 async def main() -> None:
@@ -188,13 +192,15 @@ async def measure(s: Settings, args: argparse.Namespace, work: Path) -> None:
     for guarantee in args.guarantees:
         for count in args.workers:
             t0 = time.monotonic()
-            got, rates[guarantee, count], rss = await run_workers(
+            got, rates[guarantee, count], rss, cpu = await run_workers(
                 s.with_(processing_guarantee=guarantee), count, n, work, timeout=4 * 3600
             )
             print(
                 f"parcel-risk, {guarantee}, {count} worker{'s' if count > 1 else ' '}: "
                 f"{rates[guarantee, count]:>9,.0f} decisions/s ({got:,} decisions, "
-                f"{time.monotonic() - t0:.0f}s with start-up; RSS {rss:,.0f} MiB)"
+                f"{time.monotonic() - t0:.0f}s with start-up; RSS {rss:,.0f} MiB); "
+                f"CPU µs per decision: {' + '.join(f'{c:,.0f}' for c in cpu)}"
+                + (f" = {sum(cpu):,.0f}" if count > 1 else "")
             )
     first = args.workers[0]
     for guarantee in args.guarantees:
