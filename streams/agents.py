@@ -178,9 +178,9 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
             latest=time.time() + s.max_event_ahead_s,
         )
         metrics.count_filers(counted(m for _key, m in res.filers))
-        metrics.count_failures("join", res.failures)
         metrics.REPLAYS_SKIPPED.labels("join").inc(res.replays)
         box = outbox(JOIN, events)
+        box.count(partial(metrics.count_failures, "join", res.failures))
         box.dead(res.dead)
         box.forward(by_consignee, res.forward)
         box.forward(by_filer, res.filers)
@@ -295,7 +295,7 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
             rules.rules.filers,
             ctx=per_event(evs),
         )
-        metrics.count_failures("filer", failures)
+        box.count(partial(metrics.count_failures, "filer", failures))
         box.send(filer_cards(cards))
         return box.end(tables.filers)
 

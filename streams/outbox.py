@@ -31,6 +31,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 import faust
@@ -76,6 +77,9 @@ class Outbox:
         self.stage, self.events = stage, events
         self.messages: list[Message] = []
         self.ending = Ending()
+        # counted once the batch has ended: a part dropped when fenced is counted by the
+        # worker that does it again, not twice
+        self.counts: list[Callable[[], None]] = []
 
     def send(self, messages: Iterable[Outgoing]) -> None:
         outputs = self.outputs
@@ -94,14 +98,20 @@ class Outbox:
         """Records that cannot be read: dead letters with the reason, counted."""
         if dead:
             self.send(dead_letters(dead))
-            metrics.count_dead_letters((item.source.topic, err.field) for item, err in dead)
+            where = [(item.source.topic, err.field) for item, err in dead]
+            self.count(partial(metrics.count_dead_letters, where))
 
     def parked(self, stage: str, failed: Failures) -> None:
         """Stage messages whose processing raised: dead letters, counted as failures."""
         if failed:
             self.send(failed_letters(failed))
-            metrics.count_dead_letters((m["source"]["topic"], err.field) for m, err in failed)
-            metrics.count_failures(stage, len(failed))
+            where = [(m["source"]["topic"], err.field) for m, err in failed]
+            self.count(partial(metrics.count_dead_letters, where))
+            self.count(partial(metrics.count_failures, stage, len(failed)))
+
+    def count(self, counting: Callable[[], None]) -> None:
+        """A metric to count once the batch has ended (a fenced part is not counted)."""
+        self.counts.append(counting)
 
     def end(
         self,
@@ -160,6 +170,8 @@ async def settle(boxes: Sequence[Outbox]) -> None:
             await box.settle_at_least_once()
         done = list(boxes)
     for box in done:
+        for counting in box.counts:
+            counting()
         if box.ending.then is not None:
             box.ending.then()
 

@@ -57,7 +57,8 @@ class HoldingConsumer(driver.Consumer):
 
 
 class ConsumerThread(RebalancingThread, ReadCommittedThread):
-    """rebalance.py's seeks and stall checks; transactions.py's changelog highwaters."""
+    """rebalance.py's seeks, stall checks and positions; transactions.py's changelog
+    highwaters and fetched offsets."""
 
 
 class Consumer(HoldingConsumer, RebalancingConsumer, EagerDrain, TransactionalConsumer):

@@ -36,14 +36,20 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         return committed
 
     def verify_event_path(self, now: float, tp: TP) -> None:
+        if self.known_position(tp) < 0:
+            return None  # assigned but its offset not looked up yet: nothing to verify
+        return super().verify_event_path(now, tp)
+
+    def known_position(self, tp: TP) -> int:
+        """The partition's position, without waiting (-1 while it has none)."""
         subscription = self._ensure_consumer()._fetcher._subscriptions.subscription
         assignment = subscription.assignment if subscription is not None else None
         state = (
             assignment.state_value(TopicPartition(tp.topic, tp.partition)) if assignment else None
         )
         if state is None or not state.has_valid_position:
-            return None  # assigned but its offset not looked up yet: nothing to verify
-        return super().verify_event_path(now, tp)
+            return -1
+        return int(state.position)
 
 
 class RebalancingConsumer(driver.Consumer):

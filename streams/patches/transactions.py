@@ -241,16 +241,6 @@ class ReadCommittedThread(driver.AIOKafkaConsumerThread):
     async def _request_rejoin(self) -> None:  # in the consumer's own thread and loop
         self._ensure_consumer()._coordinator.request_rejoin()
 
-    def known_position(self, tp: TP) -> int:
-        """The partition's position, without waiting (-1 while it has none)."""
-        subscription = self._ensure_consumer()._fetcher._subscriptions.subscription
-        if subscription is None:
-            return -1
-        state = subscription.assignment.state_value(TopicPartition(tp.topic, tp.partition))
-        if state is None or not state.has_valid_position:
-            return -1
-        return int(state.position)
-
 
 class CommittedRecovery(FaustRecovery):
     """A changelog written in transactions ends with a commit marker, which is never

@@ -220,3 +220,24 @@ def test_a_failed_transaction_raises_after_the_committed_ones_are_applied() -> N
         asyncio.run(settle(_parts(app, table)))
     assert table.applied == {"k0": (0, "a")}
     assert not any(line.startswith("counted") for line in app.log)
+
+
+def test_dead_letters_of_a_fenced_part_are_not_counted() -> None:
+    """The worker that takes the task over sends them again, and counts them then."""
+    app = TransactionsApp(fenced=frozenset({"app-stage-3"}))
+    outputs = {"deadletter": Topic("deadletter")}
+    counted = metrics.DEAD_LETTERS.labels("parcels.manifest", "hawb")._value.get()
+    failures = metrics.RECORD_FAILURES.labels("stage")._value.get()
+    boxes = []
+    for partition in (0, 3):
+        box = Outbox(app, outputs, 4, "stage", [_event(partition, 1)])  # type: ignore[arg-type]
+        bad = Incoming("manifest", Source("parcels.manifest", partition, 1, b"K"), b"not json")
+        box.dead([(bad, RecordError("hawb", "missing"))])
+        source = {"topic": "parcels.manifest", "partition": partition, "offset": 2}
+        failed = [({"source": source}, RecordError("hawb", "boom"))]
+        box.parked("stage", failed)  # type: ignore[arg-type]
+        boxes.append(box)
+    asyncio.run(settle(boxes))
+    # partition 0 committed (a dead letter and a failure each); partition 3 was fenced
+    assert metrics.DEAD_LETTERS.labels("parcels.manifest", "hawb")._value.get() == counted + 2
+    assert metrics.RECORD_FAILURES.labels("stage")._value.get() == failures + 1
