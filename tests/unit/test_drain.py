@@ -80,13 +80,20 @@ async def test_a_delivery_that_waits_for_room_goes_on_once_and_finishes() -> Non
         await queue.put(m.offset)
 
     c = consumer(callback)
-    delivery = asyncio.create_task(c.deliver_eagerly(message(7)))
-    await asyncio.sleep(0.01)
-    assert not delivery.done(), "the queue is full: the delivery waits"
-    assert queue.get_nowait() == -1
-    await asyncio.wait_for(delivery, 1.0)
+    delivery = asyncio.create_task(c.deliver_eagerly(message(7)))  # the fetch loop's task
+    loop = asyncio.get_running_loop()
+    tasks = Tasks()
+    loop.set_task_factory(tasks)
+    try:
+        await asyncio.sleep(0.01)
+        assert not delivery.done(), "the queue is full: the delivery waits"
+        assert queue.get_nowait() == -1
+        await asyncio.wait_for(asyncio.shield(delivery), 1.0)
+    finally:
+        loop.set_task_factory(None)
     assert queue.get_nowait() == 7
     assert started == [7], "the delivery's first step ran once, not again when resumed"
+    assert tasks.n <= 1, "no task of its own (wait_for's own aside): Faust's path made four"
 
 
 async def test_a_waiting_delivery_is_abandoned_when_the_flow_is_suspended() -> None:
@@ -104,7 +111,7 @@ async def test_a_waiting_delivery_is_abandoned_when_the_flow_is_suspended() -> N
     c = consumer(callback)
     delivery = asyncio.create_task(c.deliver_eagerly(message(8)))
     await asyncio.sleep(0.01)
-    c.suspend_flow.set()  # a rebalance: Faust gives up the delivery
+    c.stop_flow()  # a rebalance: Faust gives up the delivery
     await asyncio.wait_for(delivery, 1.0)
     assert cancelled == [8]
     assert queue.get_nowait() == -1 and queue.empty()
