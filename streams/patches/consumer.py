@@ -27,7 +27,6 @@ from faust.types.transports import ConsumerT, TransactionManagerT, TransportT
 
 from streams.patches import written_for
 from streams.patches.drain import EagerDrain
-from streams.patches.prefetch import PrefetchingThread
 from streams.patches.rebalance import ConsumerThread as RebalancingThread
 from streams.patches.rebalance import RebalancingConsumer
 from streams.patches.transactions import (
@@ -57,9 +56,9 @@ class HoldingConsumer(driver.Consumer):
         return await super()._getmany(active_partitions, timeout)
 
 
-class ConsumerThread(RebalancingThread, ReadCommittedThread, PrefetchingThread):
+class ConsumerThread(RebalancingThread, ReadCommittedThread):
     """rebalance.py's seeks, stall checks and positions; transactions.py's changelog
-    highwaters and fetched offsets; prefetch.py's shorter wait between fetches."""
+    highwaters and fetched offsets."""
 
 
 class Consumer(HoldingConsumer, RebalancingConsumer, EagerDrain, TransactionalConsumer):
