@@ -13,7 +13,8 @@ there, the record is delivered and nothing else is needed: the same outcome Faus
 `wait_first` gives a delivery that does not block. A delivery that blocks (a stream's
 queue is full) is stepped on in the same task, each time what it waits on is done, as a
 task would step it; a future that either that or the flow's suspension wakes replaces
-`wait_first`'s four tasks, so a rebalance abandons it exactly as before. On the floor the
+`wait_first`'s four tasks, so a rebalance abandons it exactly as before (a stopping
+consumer cancels the fetch loop, and the waiting delivery with it). On the floor the
 queues are full most of the time (the agent works on a batch of 2,000 while 512 events
 fit), and those deliveries were 20% of the consumer's CPU.
 """
