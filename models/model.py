@@ -90,7 +90,7 @@ class ParcelRiskModel(BaseEstimator):
         return self
 
     def __getstate__(self) -> dict:
-        """What is saved (skops, pickle, clone): all but the trees' native copy."""
+        """What is saved (skops, pickle, deepcopy): all but the trees' native copy."""
         state = dict(super().__getstate__())
         state.pop("trees_", None)
         return state

@@ -75,7 +75,11 @@ def test_the_model_scores_a_parcel_alike_in_any_batch(model_dir: Path) -> None:
     occluded = X.copy()  # rows as reasons make: one fact at a time made typical
     facts = np.random.default_rng(0).integers(0, X.shape[1], len(X))
     occluded[np.arange(len(X)), facts] = med[facts]
-    X = np.concatenate([X, occluded])[: 2 * ROWS + 50]
+    unseen = X.copy()  # a category training never saw (a new HS chapter, say)
+    cats = np.asarray(artifact.model.categorical_features)
+    unseen[np.arange(len(X)), cats[np.arange(len(X)) % len(cats)]] = 999.0
+    third = ROWS // 2 + 25  # every kind of row, more of them than one small batch
+    X = np.concatenate([X[:third], occluded[:third], unseen[:third]])
     large = artifact.model.predict_proba(X)
     small = np.concatenate(
         [artifact.model.predict_proba(X[i : i + 7]) for i in range(0, len(X), 7)]
