@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import for_code
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from streams.security import connection, reader
 from streams.settings import ROOT, Settings, to_env
@@ -181,18 +182,22 @@ async def times(s: Settings, topic: str) -> tuple[float, float]:
         await c.stop()
 
 
-def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float:
-    """A sample (summed over other labels) from a worker's /metrics, 0 if absent; OSError
-    while the worker's web server is not up."""
+def metric_samples(port: int) -> list[Sample]:
+    """Every sample on a worker's /metrics; OSError while its web server is not up."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(
-                sample.labels.get(k) == v for k, v in (labels or {}).items()
-            ):
-                total += sample.value
-    return total
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def metric_value(
+    port: int, name: str, labels: dict[str, str] | None = None, samples: list[Sample] | None = None
+) -> float:
+    """A sample (summed over other labels) from a worker's /metrics (or `samples` read from
+    it before), 0 if absent; OSError while the worker's web server is not up."""
+    return sum(
+        sample.value
+        for sample in (metric_samples(port) if samples is None else samples)
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items())
+    )
 
 
 def assigned(port: int, topic: str) -> float:

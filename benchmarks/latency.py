@@ -9,6 +9,10 @@ reads targeting.holds and parcels.decisions. A record's latency is the wall-cloc
 which its hold (or decision) was read, minus the time its input record was sent; both are
 matched by the input's topic, partition and offset, which every output carries.
 
+After each rate, the worker's own timing of its stages' batches (/metrics,
+`parcel_risk_stage_batch_seconds`) is printed: per stage, its batches and their mean time
+computing and settling (waiting for the broker's acknowledgements or the transaction).
+
 `--stages` also reads the worker's stage-to-stage topics and prints when each stage
 produced a record's output (the Kafka timestamp of its envelope, which carries the input's
 source), to show which stage the time goes to; unpacking every envelope costs the reader
@@ -30,6 +34,7 @@ from aiokafka import AIOKafkaConsumer
 from benchmarks import harness
 from models.synthetic import GeneratorConfig, TrafficGenerator
 from streams import envelopes
+from streams.agents import CONSIGNEES, FILERS, JOIN, SCORE
 from streams.feed import producer_for
 from streams.settings import ROOT, Settings
 from streams.topics import ensure_topics, stage_topic
@@ -44,6 +49,43 @@ def stage_topics(s: Settings) -> dict[str, str]:
         stage_topic(s, "by-consignee"): "stage 1 (join) produced",
         stage_topic(s, "by-shipper"): "stage 2 (consignee) produced",
     }
+
+
+def stage_seconds(port: int) -> dict[tuple[str, str, str], float]:
+    """The worker's timings of its stages' batches so far: (stage, step, "count" or "sum")
+    -> value, from its /metrics."""
+    samples = harness.metric_samples(port)
+    return {
+        (stage, step, kind): harness.metric_value(
+            port,
+            f"parcel_risk_stage_batch_seconds_{kind}",
+            {"stage": stage, "step": step},
+            samples,
+        )
+        for stage in (JOIN, CONSIGNEES, SCORE, FILERS)
+        for step in ("compute", "settle")
+        for kind in ("count", "sum")
+    }
+
+
+def stage_report(
+    before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float]
+) -> list[str]:
+    """Per stage, between two readings: batches, mean compute and mean settle time."""
+    lines = []
+    for stage in dict.fromkeys(stage for stage, _step, _kind in after):
+        n = after[stage, "compute", "count"] - before[stage, "compute", "count"]
+        if not n:
+            continue
+        mean = {
+            step: (after[stage, step, "sum"] - before[stage, step, "sum"]) / n * 1000
+            for step in ("compute", "settle")
+        }
+        lines.append(
+            f"  batches of {stage + ':':<18} {n:6,.0f}, mean compute {mean['compute']:5.1f} ms,"
+            f" settle {mean['settle']:5.1f} ms"
+        )
+    return lines
 
 
 def _where(src: dict) -> Where:
@@ -150,7 +192,8 @@ async def run(
     work.mkdir(parents=True)
     s = s.with_(data_dir=work / "data")
     await ensure_topics(s)
-    worker = harness.start_worker(s, work / "worker.log")
+    port = harness.free_port()
+    worker = harness.start_worker(s, work / "worker.log", web_port=port)
     try:
         await offer(s, 50, 2, seed + 1)  # warm-up: the worker joins and loads its model
         await harness.wait_for_count(s, s.topic("decisions_topic"), 100, timeout=300)
@@ -162,6 +205,7 @@ async def run(
         reader = asyncio.create_task(read_outputs(s, arrivals, ready, stop, stages))
         await ready.wait()
         cpu, wall = harness.cpu_seconds(worker.pid), time.monotonic()
+        timed = stage_seconds(port)
         sent = await offer(s, rate, seconds, seed)
         busy = (harness.cpu_seconds(worker.pid) - cpu) / (time.monotonic() - wall)
         deadline = time.monotonic() + 120
@@ -170,6 +214,7 @@ async def run(
         await asyncio.sleep(1.0)
         stop.set()
         await reader
+        stages_timed = stage_report(timed, stage_seconds(port))
     finally:
         harness.stop(worker)
         await harness.remove_run(s)  # its topics, changelogs and group: the broker is shared
@@ -181,6 +226,7 @@ async def run(
         lat = [t - sent[w] for w, t in got.items() if w in sent]
         label = name if name.startswith("stage") else f"{name} readable"
         print(f"  {label:<29} {summary(lat)}")
+    print("\n".join(stages_timed))
     lost = len(sent) - len(set(arrivals["decisions"]) & set(sent))
     if lost:
         print(f"  {lost:,} records without a decision within 120 s")

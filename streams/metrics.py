@@ -53,6 +53,13 @@ SCORING_SECONDS = Histogram(
     "Time to score one batch (features, model, reasons)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+STAGE_SECONDS = Histogram(
+    "parcel_risk_stage_batch_seconds",
+    "A stage's batch: computing its outputs, then settling them (the broker's acknowledgements"
+    " or the transaction's commit); a record waits for both in every stage",
+    ["stage", "step"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 LATENCY_SECONDS = Histogram(
     "parcel_risk_end_to_end_latency_seconds",
     "From a record's event time to its decision sent",

@@ -118,5 +118,11 @@ async def _check_series(prom: Prometheus, worker) -> None:
     assert await eventually(
         lambda: value("sum(faust_messages_received_per_topic_total)") > 0, timeout=30
     )
+    # every stage times its batches, computing and settling (where a record's time goes;
+    # the dashboard reads these)
+    for stage in ("join-bills", "consignee-history", "score-parcels", "filer-history"):
+        for step in ("compute", "settle"):
+            series = f'parcel_risk_stage_batch_seconds_count{{stage="{stage}", step="{step}"}}'
+            assert await eventually(lambda series=series: value(series) > 0, 30), series
     # the recording rules load and evaluate against the real series
     assert await eventually(lambda: value("job:parcel_risk_decisions:rate5m") > 0, timeout=30)
