@@ -83,6 +83,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu() -> tuple[float, float]:
+    """CPU seconds the whole machine has spent busy, and in all, so far (/proc/stat): what
+    else competed with a worker for the same cores."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8]) / os.sysconf("SC_CLK_TCK")  # guest time is already in user
+    idle = (fields[3] + fields[4]) / os.sysconf("SC_CLK_TCK")
+    return total - idle, total
+
+
+def broker_pid(bootstrap: str) -> int | None:
+    """The pid of the local broker this checkout started on that port, if any
+    (deploy/kafka/broker.py keeps it in .local/kafka-<port>/broker.pid)."""
+    pidfile = ROOT / ".local" / f"kafka-{bootstrap.rsplit(':', 1)[-1]}" / "broker.pid"
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 def du_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 

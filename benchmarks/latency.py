@@ -1,9 +1,10 @@
 """Latency under offered load: from a parcel's produce time to its hold being readable.
 
     python -m benchmarks.latency [--rates 300 1000 5000] [--seconds 30] [--stages]
-        [--guarantees at_least_once exactly_once]
+        [--guarantees at_least_once exactly_once] [--workers 1]
 
-For each rate, a fresh worker is started on fresh topics and warmed up; generated parcels
+For each rate, fresh workers (one unless `--workers`, in one group) are started on fresh
+topics and warmed up; generated parcels
 are then produced at that rate (paced by the wall clock, in 10 ms ticks) while a consumer
 reads targeting.holds and parcels.decisions. A record's latency is the wall-clock time at
 which its hold (or decision) was read, minus the time its input record was sent; both are
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from datetime import timedelta
 
@@ -51,13 +53,13 @@ def stage_topics(s: Settings) -> dict[str, str]:
     }
 
 
-def stage_seconds(port: int) -> dict[tuple[str, str, str], float]:
-    """The worker's timings of its stages' batches so far: (stage, step, "count" or "sum")
-    -> value, from its /metrics."""
-    samples = harness.metric_samples(port)
+def stage_seconds(ports: list[int]) -> dict[tuple[str, str, str], float]:
+    """The workers' timings of their stages' batches so far, summed: (stage, step, "count"
+    or "sum") -> value, from their /metrics."""
+    samples = [sample for port in ports for sample in harness.metric_samples(port)]
     return {
         (stage, step, kind): harness.metric_value(
-            port,
+            ports[0],
             f"parcel_risk_stage_batch_seconds_{kind}",
             {"stage": stage, "step": step},
             samples,
@@ -185,6 +187,7 @@ async def run(
     seed: int,
     stages: bool,
     guarantee: str = "at_least_once",
+    workers: int = 1,
 ) -> None:
     base = Settings(broker=broker, partitions=partitions, processing_guarantee=guarantee)
     s = harness.own_run(base, "bl", "bench-latency")
@@ -192,11 +195,21 @@ async def run(
     work.mkdir(parents=True)
     s = s.with_(data_dir=work / "data")
     await ensure_topics(s)
-    port = harness.free_port()
-    worker = harness.start_worker(s, work / "worker.log", web_port=port)
+    ports = [harness.free_port() for _ in range(workers)]
+    procs = [
+        harness.start_worker(
+            s.with_(data_dir=work / f"data-{i}"), work / f"worker-{i}.log", web_port=port
+        )
+        for i, port in enumerate(ports)
+    ]
     try:
-        await offer(s, 50, 2, seed + 1)  # warm-up: the worker joins and loads its model
+        await offer(s, 50, 2, seed + 1)  # warm-up: the workers join and load their model
         await harness.wait_for_count(s, s.topic("decisions_topic"), 100, timeout=300)
+        deadline = time.monotonic() + 300
+        while not all(harness.assigned(p, s.topic("manifest_topic")) for p in ports):
+            if time.monotonic() > deadline:
+                raise TimeoutError("workers did not all get partitions")
+            await asyncio.sleep(0.5)
         arrivals: dict[str, dict[Where, float]] = {"holds": {}, "decisions": {}}
         if stages:
             arrivals |= {name: {} for name in stage_topics(s).values()}
@@ -204,23 +217,34 @@ async def run(
         ready, stop = asyncio.Event(), asyncio.Event()
         reader = asyncio.create_task(read_outputs(s, arrivals, ready, stop, stages))
         await ready.wait()
-        cpu, wall = harness.cpu_seconds(worker.pid), time.monotonic()
-        timed = stage_seconds(port)
+        local_broker = harness.broker_pid(s.bootstrap)
+        pids = [p.pid for p in procs] + ([local_broker] if local_broker else [])
+        cpu, wall = [harness.cpu_seconds(pid) for pid in pids], time.monotonic()
+        machine = harness.machine_cpu()
+        timed = stage_seconds(ports)
         sent = await offer(s, rate, seconds, seed)
-        busy = (harness.cpu_seconds(worker.pid) - cpu) / (time.monotonic() - wall)
+        elapsed = time.monotonic() - wall
+        busy = [(harness.cpu_seconds(pid) - c) / elapsed for pid, c in zip(pids, cpu, strict=True)]
+        machine_busy, machine_all = (
+            b - a for a, b in zip(machine, harness.machine_cpu(), strict=True)
+        )
         deadline = time.monotonic() + 120
         while len(arrivals["decisions"]) < len(sent) and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         await asyncio.sleep(1.0)
         stop.set()
         await reader
-        stages_timed = stage_report(timed, stage_seconds(port))
+        stages_timed = stage_report(timed, stage_seconds(ports))
     finally:
-        harness.stop(worker)
+        for p in procs:
+            harness.stop(p)
         await harness.remove_run(s)  # its topics, changelogs and group: the broker is shared
     print(
         f"{guarantee}: offered {rate:,.0f} records/s for {seconds:.0f}s ({len(sent):,} records), "
-        f"worker CPU {busy:.0%} of a core while offered:"
+        f"{'worker' if workers == 1 else f'{workers} workers'} CPU "
+        f"{', '.join(f'{b:.0%}' for b in busy[:workers])} of a core while offered"
+        + (f"; the local broker {busy[workers]:.0%}" if len(busy) > workers else "")
+        + f"; the machine {machine_busy / machine_all:.0%} of {os.cpu_count()} cores busy:"
     )
     for name, got in arrivals.items():
         lat = [t - sent[w] for w, t in got.items() if w in sent]
@@ -240,6 +264,7 @@ async def main() -> None:
     a.add_argument("--broker", default="127.0.0.1:9092")
     a.add_argument("--seed", type=int, default=21)
     a.add_argument("--stages", action="store_true", help="also time each stage's output")
+    a.add_argument("--workers", type=int, default=1, help="workers in the group")
     a.add_argument(
         "--guarantees",
         nargs="+",
@@ -249,7 +274,16 @@ async def main() -> None:
     args = a.parse_args()
     for rate in args.rates:
         for g in args.guarantees:
-            await run(args.broker, rate, args.seconds, args.partitions, args.seed, args.stages, g)
+            await run(
+                args.broker,
+                rate,
+                args.seconds,
+                args.partitions,
+                args.seed,
+                args.stages,
+                g,
+                args.workers,
+            )
 
 
 if __name__ == "__main__":
