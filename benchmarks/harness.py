@@ -10,6 +10,7 @@ exactly-once the end offsets also number transaction markers.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -92,15 +94,18 @@ def machine_cpu() -> tuple[float, float]:
     return total - idle, total
 
 
+def broker_script() -> Any:
+    """deploy/kafka/broker.py as a module (it is a script, not part of a package)."""
+    spec = importlib.util.spec_from_file_location("broker", ROOT / "deploy" / "kafka" / "broker.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def broker_pid(bootstrap: str) -> int | None:
-    """The pid of the local broker this checkout started on that port, if any
-    (deploy/kafka/broker.py keeps it in .local/kafka-<port>/broker.pid)."""
-    pidfile = ROOT / ".local" / f"kafka-{bootstrap.rsplit(':', 1)[-1]}" / "broker.pid"
-    try:
-        pid = int(pidfile.read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
+    """The pid of the local broker this checkout started on that port, if any."""
+    pid: int | None = broker_script().our_pid(int(bootstrap.rsplit(":", 1)[-1]))
     return pid
 
 
@@ -209,16 +214,19 @@ def metric_samples(port: int) -> list[Sample]:
     return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
-def metric_value(
-    port: int, name: str, labels: dict[str, str] | None = None, samples: list[Sample] | None = None
-) -> float:
-    """A sample (summed over other labels) from a worker's /metrics (or `samples` read from
-    it before), 0 if absent; OSError while the worker's web server is not up."""
+def sample_sum(samples: list[Sample], name: str, labels: dict[str, str] | None = None) -> float:
+    """The samples of `name` with these labels, summed over their other labels; 0 if none."""
     return sum(
         sample.value
-        for sample in (metric_samples(port) if samples is None else samples)
+        for sample in samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items())
     )
+
+
+def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample (summed over other labels) from a worker's /metrics, 0 if absent; OSError
+    while the worker's web server is not up."""
+    return sample_sum(metric_samples(port), name, labels)
 
 
 def assigned(port: int, topic: str) -> float:

@@ -58,11 +58,8 @@ def stage_seconds(ports: list[int]) -> dict[tuple[str, str, str], float]:
     or "sum") -> value, from their /metrics."""
     samples = [sample for port in ports for sample in harness.metric_samples(port)]
     return {
-        (stage, step, kind): harness.metric_value(
-            ports[0],
-            f"parcel_risk_stage_batch_seconds_{kind}",
-            {"stage": stage, "step": step},
-            samples,
+        (stage, step, kind): harness.sample_sum(
+            samples, f"parcel_risk_stage_batch_seconds_{kind}", {"stage": stage, "step": step}
         )
         for stage in (JOIN, CONSIGNEES, SCORE, FILERS)
         for step in ("compute", "settle")

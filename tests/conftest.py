@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import importlib.util
 import os
 import shutil
 import signal
@@ -25,7 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from benchmarks.harness import free_port, leftovers, own_run, remove_run
+from benchmarks.harness import broker_script, free_port, leftovers, own_run, remove_run
 from streams.security import connection
 from streams.settings import ROOT, Settings, to_env
 
@@ -151,7 +150,7 @@ class Broker:
 
     def sasl_settings(self, **kw: Any) -> Settings:
         """Settings of a client that logs in with SCRAM over TLS, trusting the local CA."""
-        tool = _broker_module()
+        tool = broker_script()
         return Settings(
             broker=f"127.0.0.1:{self.sasl_port}",
             security_protocol="SASL_SSL",
@@ -172,15 +171,6 @@ class Broker:
             partitions=partitions,
             data_dir=data_dir,
         )
-
-
-def _broker_module() -> Any:
-    """deploy/kafka/broker.py as a module (it is a script, not part of a package)."""
-    spec = importlib.util.spec_from_file_location("broker", BROKER_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _own_broker(secure: bool) -> Iterator[Broker]:

@@ -177,7 +177,8 @@ def not_up(port: int, timeout: float) -> str:
     )
 
 
-def _pid(port: int) -> int | None:
+def our_pid(port: int) -> int | None:
+    """The pid of the broker this checkout started on `port`, while it runs."""
     pidfile = state_dir(port) / "broker.pid"
     try:
         pid = int(pidfile.read_text())
@@ -319,11 +320,11 @@ def start(port: int, controller_port: int, ssl: int = 0, sasl: int = 0) -> None:
     if answers(port):
         print(f"Kafka already up on {HOST}:{port} (reused)")
         return
-    if _pid(port) is not None:  # started by us but still booting
+    if our_pid(port) is not None:  # started by us but still booting
         try:
             wait(port)
         except TimeoutError as e:
-            sys.exit(f"Kafka (pid {_pid(port)}) is still not serving: {e}")
+            sys.exit(f"Kafka (pid {our_pid(port)}) is still not serving: {e}")
         return
     fetch()
     conf = _write_config(port, controller_port, ssl, sasl)
@@ -366,7 +367,7 @@ def start(port: int, controller_port: int, ssl: int = 0, sasl: int = 0) -> None:
 
 def stop(port: int, timeout: float = 30.0) -> None:
     """Stop the broker this checkout started (by its pid): TERM, then KILL."""
-    pid = _pid(port)
+    pid = our_pid(port)
     if pid is None:
         print(f"no broker of ours on port {port}")
         return
@@ -406,7 +407,7 @@ def main() -> None:
             sys.exit(str(e))
     else:
         up = answers(a.port)
-        print(f"Kafka on {HOST}:{a.port}: {'up' if up else 'down'} (our pid: {_pid(a.port)})")
+        print(f"Kafka on {HOST}:{a.port}: {'up' if up else 'down'} (our pid: {our_pid(a.port)})")
         sys.exit(0 if up else 1)
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _broker_module
+from benchmarks.harness import broker_script
 
 
 def test_a_broker_slow_with_many_partitions_is_told_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broker = _broker_module()
+    broker = broker_script()
     monkeypatch.setattr(broker, "state_dir", lambda port: tmp_path)
     data = tmp_path / "data"
     (data / "__cluster_metadata-0").mkdir(parents=True)
@@ -32,7 +32,7 @@ def test_a_broker_slow_with_many_partitions_is_told_apart(
 def test_a_broker_with_few_partitions_gets_the_short_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broker = _broker_module()
+    broker = broker_script()
     monkeypatch.setattr(broker, "state_dir", lambda port: tmp_path)
     said = broker.not_up(19999, 90)
     assert "0 partition directories" in said and "slow" not in said
