@@ -4,11 +4,11 @@
         [--guarantees at_least_once exactly_once] [--workers 1]
 
 For each rate, fresh workers (one unless `--workers`, in one group) are started on fresh
-topics and warmed up; generated parcels
-are then produced at that rate (paced by the wall clock, in 10 ms ticks) while a consumer
-reads targeting.holds and parcels.decisions. A record's latency is the wall-clock time at
-which its hold (or decision) was read, minus the time its input record was sent; both are
-matched by the input's topic, partition and offset, which every output carries.
+topics and warmed up; generated parcels are then produced at that rate (paced by the wall
+clock, in 10 ms ticks) while a consumer reads targeting.holds and parcels.decisions. A
+record's latency is the wall-clock time at which its hold (or decision) was read, minus the
+time its input record was sent; both are matched by the input's topic, partition and
+offset, which every output carries.
 
 After each rate, the worker's own timing of its stages' batches (/metrics,
 `parcel_risk_stage_batch_seconds`) is printed: per stage, its batches and their mean time
@@ -190,7 +190,6 @@ async def run(
     s = harness.own_run(base, "bl", "bench-latency")
     work = ROOT / ".local" / s.app_id
     work.mkdir(parents=True)
-    s = s.with_(data_dir=work / "data")
     await ensure_topics(s)
     ports = [harness.free_port() for _ in range(workers)]
     procs = [
