@@ -65,8 +65,8 @@ def bare_app(s: Settings) -> App:
         web_in_thread=False,
         # no linger: a stage's batch waits for the broker two or three times in a row (its
         # settle, streams/outbox.py), and one produce request is in flight per broker at a
-        # time, so sends batch up behind it anyway; 1,000 parcels/s at-least-once, five
-        # runs each: hold p99 536-1,005 ms against 587-3,611 ms at 5 ms (issue 18)
+        # time, so sends batch up behind it anyway; 1,000 parcels/s at-least-once, seven
+        # pairs alternating with 5 ms: hold p99 lower in six (RESULTS.md, issue 18)
         producer_linger_ms=0,
         producer_max_batch_size=256 * 1024,
         broker_commit_every=10_000,
