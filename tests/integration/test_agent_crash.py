@@ -1,7 +1,8 @@
 """An agent that raises ends the worker with a non-zero exit (streams/patches/agent_errors).
 
 Faust 0.15 on its own logs "Crashed" and keeps the process, and its /metrics, up: the
-second case shows that, so the first one fails without the patch.
+`plain` case shows that, so the `patched` one fails without the patch. In the `stuck` case,
+Faust's shutdown never returns; the worker exits anyway once the crash's deadline passes.
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ def _wait_for(proc: subprocess.Popen[bytes], log: Path, text: str, timeout: floa
     return False
 
 
-@pytest.mark.parametrize("kind", ["patched", "plain"])
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-6000:]
+
+
+@pytest.mark.parametrize("kind", ["patched", "plain", "stuck"])
 async def test_a_crashed_agent_ends_the_worker_non_zero(
     kafka: str, kind: str, tmp_path: Path, own_runs: Runs
 ) -> None:
@@ -59,13 +64,15 @@ async def test_a_crashed_agent_ends_the_worker_non_zero(
         await publish(s, "manifest_topic", [POISON])  # read from the start once assigned
         # the agent raises once the app is assigned its partition: a while on a busy machine
         crashed = _wait_for(proc, log, "a stage that cannot go on", timeout=180)
-        assert crashed, f"the agent never got the record:\n{log.read_text(errors='replace')}"
-        if kind == "patched":
+        assert crashed, f"the agent never got the record:\n{_tail(log)}"
+        if kind != "plain":
             try:
                 code = proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 code = None
-            assert code not in (None, 0), "a worker with a crashed agent kept running"
+            assert code not in (None, 0), f"a crashed worker kept running:\n{_tail(log)}"
+            if kind == "stuck":
+                assert "did not stop within 5 s" in log.read_text(errors="replace"), _tail(log)
         else:
             time.sleep(5.0)  # what the patched worker needs to exit, with room to spare
             assert proc.poll() is None, (
@@ -73,6 +80,10 @@ async def test_a_crashed_agent_ends_the_worker_non_zero(
                 "streams/patches/agent_errors.py may be unnecessary"
             )
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a stop leaves the consumer group, which teardown then deletes
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
