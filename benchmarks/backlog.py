@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from benchmarks import harness
 from benchmarks.throughput import preload
 from streams.security import connection, reader
-from streams.settings import ROOT, Settings
+from streams.settings import Settings
 from streams.topics import ensure_topics, stage_topic
 
 SAMPLE_S = 5.0
@@ -60,8 +60,7 @@ class Run:
 async def run(s: Settings, minutes: float, stage_backlog: int) -> Run:
     """One worker (its own consumer group) on the preloaded input, sampled every SAMPLE_S."""
     s = s.with_(stage_backlog=stage_backlog)
-    log = ROOT / ".local" / s.app_id / "worker.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    log = s.data_dir.parent / f"{s.app_id}.log"  # one per run: held, never
     c = AIOKafkaConsumer(**reader(s), group_id=None, enable_auto_commit=False)
     admin = AIOKafkaAdminClient(**connection(s))
     await c.start()
@@ -149,11 +148,8 @@ async def main() -> None:
     s = harness.own_run(
         Settings(broker=args.broker, partitions=args.partitions), "bb", "bench-backlog"
     )
-    s = s.with_(data_dir=ROOT / ".local" / s.app_id / "data")
-    try:
-        await measure(s, args)
-    finally:
-        await harness.remove_run(s)
+    async with harness.work_dir(s) as work:  # its topics, changelogs and group go at the end
+        await measure(s.with_(data_dir=work / "data"), args)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -31,6 +33,8 @@ from prometheus_client.samples import Sample
 
 from streams.security import connection, reader
 from streams.settings import ROOT, Settings, to_env
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -140,13 +144,38 @@ async def count(s: Settings, *topics: str) -> int:
         await c.stop()
 
 
+def check_alive(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Raise if a worker this run started has exited: a run never waits on a dead worker."""
+    for w in workers:
+        if w.poll() is not None:
+            raise RuntimeError(f"worker pid {w.pid} exited with status {w.returncode}")
+
+
+async def while_alive(task: asyncio.Task[T], workers: Sequence[subprocess.Popen[bytes]]) -> T:
+    """`task`'s result, cancelled as soon as one of `workers` has exited."""
+    try:
+        while not task.done():
+            check_alive(workers)
+            await asyncio.wait({task}, timeout=1.0)
+    finally:
+        task.cancel()
+    return task.result()
+
+
 async def wait_for_count(
-    s: Settings, topic: str, n: int, timeout: float, stall_s: float = 120.0
+    s: Settings,
+    topic: str,
+    n: int,
+    timeout: float,
+    stall_s: float = 120.0,
+    workers: Sequence[subprocess.Popen[bytes]] = (),
 ) -> int:
-    """Poll until `topic` holds n messages; give up after `timeout` or `stall_s` without growth."""
+    """Poll until `topic` holds n messages; give up after `timeout` or `stall_s` without
+    growth, or as soon as one of `workers` has exited."""
     deadline = time.monotonic() + timeout
     last, last_change = -1, time.monotonic()
     while time.monotonic() < deadline:
+        check_alive(workers)
         got = await count(s, topic)
         if got >= n:
             return got
@@ -282,6 +311,24 @@ async def leftovers(s: Settings) -> tuple[list[str], list[str]]:
     finally:
         await admin.close()
     return sorted(topics), sorted(groups)
+
+
+@asynccontextmanager
+async def work_dir(s: Settings) -> AsyncIterator[Path]:
+    """The run's own directory, `.local/<app id>` (worker logs, local stores). At the end,
+    the run's topics and groups leave the shared broker (`remove_run`), and the directory
+    goes too, unless the run failed: then it stays, named, for its logs."""
+    work = ROOT / ".local" / s.app_id
+    work.mkdir(parents=True)
+    try:
+        yield work
+    except BaseException:
+        print(f"the run failed: its logs and stores are kept in {work}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(work)
+    finally:
+        await remove_run(s)
 
 
 async def remove_run(s: Settings, timeout_s: float = 60.0) -> None:

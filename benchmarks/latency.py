@@ -38,7 +38,7 @@ from models.synthetic import GeneratorConfig, TrafficGenerator
 from streams import envelopes
 from streams.agents import CONSIGNEES, FILERS, JOIN, SCORE
 from streams.feed import producer_for
-from streams.settings import ROOT, Settings
+from streams.settings import Settings
 from streams.topics import ensure_topics, stage_topic
 
 Where = tuple[str, int, int]
@@ -188,53 +188,57 @@ async def run(
 ) -> None:
     base = Settings(broker=broker, partitions=partitions, processing_guarantee=guarantee)
     s = harness.own_run(base, "bl", "bench-latency")
-    work = ROOT / ".local" / s.app_id
-    work.mkdir(parents=True)
-    await ensure_topics(s)
-    ports = [harness.free_port() for _ in range(workers)]
-    procs = [
-        harness.start_worker(
-            s.with_(data_dir=work / f"data-{i}"), work / f"worker-{i}.log", web_port=port
-        )
-        for i, port in enumerate(ports)
-    ]
-    try:
-        await offer(s, 50, 2, seed + 1)  # warm-up: the workers join and load their model
-        await harness.wait_for_count(s, s.topic("decisions_topic"), 100, timeout=300)
-        deadline = time.monotonic() + 300
-        while not all(harness.assigned(p, s.topic("manifest_topic")) for p in ports):
-            if time.monotonic() > deadline:
-                raise TimeoutError("workers did not all get partitions")
-            await asyncio.sleep(0.5)
-        arrivals: dict[str, dict[Where, float]] = {"holds": {}, "decisions": {}}
-        if stages:
-            arrivals |= {name: {} for name in stage_topics(s).values()}
-            arrivals[SCORED] = {}
-        ready, stop = asyncio.Event(), asyncio.Event()
-        reader = asyncio.create_task(read_outputs(s, arrivals, ready, stop, stages))
-        await ready.wait()
-        local_broker = harness.broker_pid(s.bootstrap)
-        pids = [p.pid for p in procs] + ([local_broker] if local_broker else [])
-        cpu, wall = [harness.cpu_seconds(pid) for pid in pids], time.monotonic()
-        machine = harness.machine_cpu()
-        timed = stage_seconds(ports)
-        sent = await offer(s, rate, seconds, seed)
-        elapsed = time.monotonic() - wall
-        busy = [(harness.cpu_seconds(pid) - c) / elapsed for pid, c in zip(pids, cpu, strict=True)]
-        machine_busy, machine_all = (
-            b - a for a, b in zip(machine, harness.machine_cpu(), strict=True)
-        )
-        deadline = time.monotonic() + 120
-        while len(arrivals["decisions"]) < len(sent) and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(1.0)
-        stop.set()
-        await reader
-        stages_timed = stage_report(timed, stage_seconds(ports))
-    finally:
-        for p in procs:
-            harness.stop(p)
-        await harness.remove_run(s)  # its topics, changelogs and group: the broker is shared
+    async with harness.work_dir(s) as work:  # its topics, changelogs and group go at the end
+        await ensure_topics(s)
+        ports = [harness.free_port() for _ in range(workers)]
+        procs = [
+            harness.start_worker(
+                s.with_(data_dir=work / f"data-{i}"), work / f"worker-{i}.log", web_port=port
+            )
+            for i, port in enumerate(ports)
+        ]
+        try:
+            await offer(s, 50, 2, seed + 1)  # warm-up: the workers join and load their model
+            await harness.wait_for_count(
+                s, s.topic("decisions_topic"), 100, timeout=300, workers=procs
+            )
+            deadline = time.monotonic() + 300
+            while not all(harness.assigned(p, s.topic("manifest_topic")) for p in ports):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("workers did not all get partitions")
+                harness.check_alive(procs)
+                await asyncio.sleep(0.5)
+            arrivals: dict[str, dict[Where, float]] = {"holds": {}, "decisions": {}}
+            if stages:
+                arrivals |= {name: {} for name in stage_topics(s).values()}
+                arrivals[SCORED] = {}
+            ready, stop = asyncio.Event(), asyncio.Event()
+            reader = asyncio.create_task(read_outputs(s, arrivals, ready, stop, stages))
+            await ready.wait()
+            local_broker = harness.broker_pid(s.bootstrap)
+            pids = [p.pid for p in procs] + ([local_broker] if local_broker else [])
+            cpu, wall = [harness.cpu_seconds(pid) for pid in pids], time.monotonic()
+            machine = harness.machine_cpu()
+            timed = stage_seconds(ports)
+            sent = await offer(s, rate, seconds, seed)
+            elapsed = time.monotonic() - wall
+            busy = [
+                (harness.cpu_seconds(pid) - c) / elapsed for pid, c in zip(pids, cpu, strict=True)
+            ]
+            machine_busy, machine_all = (
+                b - a for a, b in zip(machine, harness.machine_cpu(), strict=True)
+            )
+            deadline = time.monotonic() + 120
+            while len(arrivals["decisions"]) < len(sent) and time.monotonic() < deadline:
+                harness.check_alive(procs)
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
+            stop.set()
+            await reader
+            stages_timed = stage_report(timed, stage_seconds(ports))
+        finally:
+            for p in procs:
+                harness.stop(p)
     print(
         f"{guarantee}: offered {rate:,.0f} records/s for {seconds:.0f}s ({len(sent):,} records), "
         f"{'worker' if workers == 1 else f'{workers} workers'} CPU "

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from benchmarks import harness
 from models.features import INDEX
-from streams.settings import ROOT, Settings
+from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.samples import MANIFEST
 
@@ -131,13 +131,8 @@ async def main() -> None:
     s = harness.own_run(
         Settings(broker=args.broker, partitions=args.partitions), "bs", "bench-state"
     )
-    work = ROOT / ".local" / s.app_id
-    s = s.with_(data_dir=work / "data")
-    work.mkdir(parents=True)
-    try:
-        await measure(s, work, args.shippers)
-    finally:
-        await harness.remove_run(s)  # its topics, changelogs and group: the broker is shared
+    async with harness.work_dir(s) as work:  # its topics, changelogs and group go at the end
+        await measure(s.with_(data_dir=work / "data"), work, args.shippers)
 
 
 async def measure(s: Settings, work: Path, shippers: int) -> None:

@@ -25,7 +25,7 @@ from benchmarks import harness
 from benchmarks.naive import OUTPUT as NAIVE_OUTPUT
 from models.synthetic import GeneratorConfig, TrafficGenerator
 from streams.feed import produce_events, producer_for
-from streams.settings import ROOT, Settings
+from streams.settings import Settings
 from streams.topics import ensure_topics
 
 RAW_OUTPUT = "bench.raw"
@@ -82,7 +82,7 @@ async def run_process(
     """Run one process until `topic` holds n messages: (count, per second, RSS MiB)."""
     proc = harness.start_worker(s, log, module=module)
     try:
-        await harness.wait_for_count(s, topic, n, timeout)
+        await harness.wait_for_count(s, topic, n, timeout, workers=[proc])
         rss = harness.rss_mib(proc.pid)
     finally:
         harness.stop(proc)
@@ -119,10 +119,11 @@ async def run_workers(
         while not all(harness.assigned(p, manifest) for p in ports):
             if time.monotonic() > deadline:
                 raise TimeoutError("workers did not all get partitions")
+            harness.check_alive(procs)
             await asyncio.sleep(0.5)
         joined = time.time()
         cpu = [harness.cpu_seconds(p.pid) for p in procs]
-        stamps = await reading
+        stamps = await harness.while_alive(reading, procs)
         cpu = [harness.cpu_seconds(p.pid) - c for p, c in zip(procs, cpu, strict=True)]
         rss = sum(harness.rss_mib(p.pid) for p in procs)
     finally:
@@ -153,15 +154,10 @@ async def main() -> None:
     s = harness.own_run(
         Settings(broker=args.broker, partitions=args.partitions), "bt", "bench-throughput"
     )
-    work = ROOT / ".local" / s.app_id
-    work.mkdir(parents=True)
-    s = s.with_(data_dir=work / "data")
-    try:
-        await measure(s, args, work)
-    finally:
-        # its topics (naive and raw outputs, each worker count's decisions), changelogs and
-        # groups (the app id's, -naive, -w<count>): the broker is shared
-        await harness.remove_run(s)
+    # at the end, its topics (naive and raw outputs, each worker count's decisions),
+    # changelogs and groups (the app id's, -naive, -w<count>) leave the shared broker
+    async with harness.work_dir(s) as work:
+        await measure(s.with_(data_dir=work / "data"), args, work)
 
 
 async def measure(s: Settings, args: argparse.Namespace, work: Path) -> None:
