@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -76,9 +77,10 @@ async def aiokafka_floor(s: Settings, topic: str, n: int) -> float:
     return got / (time.perf_counter() - started)
 
 
-def faust_floor(s: Settings, topic: str, n: int) -> tuple[float, float]:
+def faust_floor(s: Settings, topic: str, n: int, work: Path) -> tuple[float, float]:
     """(records/s, CPU µs per event) of the worker's Faust app, run as its own process."""
-    env = {**os.environ, **to_env(s.with_(app_id=f"{s.app_id}-faust"))}
+    faust_side = s.with_(app_id=f"{s.app_id}-faust", data_dir=work / "faust")
+    env = {**os.environ, **to_env(faust_side)}
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.stream_floor", "--agent", topic, "--records", str(n)],
         env=env,
@@ -100,7 +102,7 @@ def agent_process(topic: str, n: int) -> None:
     from streams.app import bare_app, settle_heap
 
     s = from_env()
-    app = bare_app(s.with_(data_dir=ROOT / ".local" / s.app_id))
+    app = bare_app(s)
     source = app.topic(
         topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
@@ -124,11 +126,11 @@ def agent_process(topic: str, n: int) -> None:
 
 
 async def measure(s: Settings, n: int) -> None:
-    async with harness.work_dir(s):  # the Faust side's store; the topics go at the end
+    async with harness.work_dir(s) as work:  # the Faust side's store; topics go at the end
         topic = s.topic_prefix + "floor"
         await preload(s, topic, n)
         raw = await aiokafka_floor(s, topic, n)
-        rate, cpu = faust_floor(s, topic, n)
+        rate, cpu = faust_floor(s, topic, n, work)
     print(f"aiokafka getmany:        {raw:>9,.0f} records/s ({n:,} records of {len(PAYLOAD)} B)")
     print(
         f"worker's Faust consumer: {rate:>9,.0f} events/s, {cpu:,.0f} µs CPU per event "
