@@ -17,7 +17,6 @@ from streams import agents, metrics, monitoring, security
 from streams.patches import metadata
 from streams.patches.agent_errors import stopped_agents
 from streams.patches.app import App
-from streams.patches.batches import Stream
 from streams.patches.sensors import Monitor
 from streams.patches.tables import TableManager
 from streams.serving import ModelServer
@@ -78,8 +77,6 @@ def bare_app(s: Settings) -> App:
         autodiscover=False,
         # a local store ahead of its changelog (the broker's state wiped) is rebuilt
         TableManager=TableManager,
-        # after a batch longer than its window, what came meanwhile is the next batch at once
-        Stream=Stream,
     )
     # Faust's sensors, named `faust_` whatever the app id (streams/metrics.py says why);
     # called on every event, so part of the consumer's cost (streams/patches/sensors.py)
