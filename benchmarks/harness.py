@@ -266,6 +266,19 @@ def assigned(port: int, topic: str) -> float:
         return 0.0
 
 
+async def wait_assigned(
+    topic: str, ports: Sequence[int], workers: Sequence[subprocess.Popen[bytes]], timeout: float
+) -> None:
+    """Until each worker (by its web port) owns partitions of `topic`; fails after `timeout`,
+    or as soon as one of `workers` has exited."""
+    deadline = time.monotonic() + timeout
+    while not all(assigned(port, topic) for port in ports):
+        if time.monotonic() > deadline:
+            raise TimeoutError("workers did not all get partitions")
+        check_alive(workers)
+        await asyncio.sleep(0.5)
+
+
 async def rate(s: Settings, topic: str) -> tuple[int, float]:
     """(messages, messages per second) of what is on `topic`."""
     n = await count(s, topic)

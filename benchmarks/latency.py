@@ -202,12 +202,7 @@ async def run(
             await harness.wait_for_count(
                 s, s.topic("decisions_topic"), 100, timeout=300, workers=procs
             )
-            deadline = time.monotonic() + 300
-            while not all(harness.assigned(p, s.topic("manifest_topic")) for p in ports):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("workers did not all get partitions")
-                harness.check_alive(procs)
-                await asyncio.sleep(0.5)
+            await harness.wait_assigned(s.topic("manifest_topic"), ports, procs, timeout=300)
             arrivals: dict[str, dict[Where, float]] = {"holds": {}, "decisions": {}}
             if stages:
                 arrivals |= {name: {} for name in stage_topics(s).values()}

@@ -114,13 +114,7 @@ async def run_workers(
     try:
         await ensure_topics(s)
         reading = asyncio.create_task(harness.read_times(s, topic, n, timeout))
-        manifest = s.topic("manifest_topic")
-        deadline = time.monotonic() + 300
-        while not all(harness.assigned(p, manifest) for p in ports):
-            if time.monotonic() > deadline:
-                raise TimeoutError("workers did not all get partitions")
-            harness.check_alive(procs)
-            await asyncio.sleep(0.5)
+        await harness.wait_assigned(s.topic("manifest_topic"), ports, procs, timeout=300)
         joined = time.time()
         cpu = [harness.cpu_seconds(p.pid) for p in procs]
         stamps = await harness.while_alive(reading, procs)

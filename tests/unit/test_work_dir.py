@@ -56,3 +56,13 @@ async def test_a_run_stops_waiting_once_a_worker_has_exited() -> None:
         await asyncio.wait_for(harness.while_alive(forever, [worker]), timeout=10)
     await asyncio.sleep(0)
     assert forever.cancelled()
+
+
+async def test_waiting_for_partitions_stops_once_a_worker_has_exited() -> None:
+    worker = subprocess.Popen([sys.executable, "-c", "raise SystemExit(4)"])
+    worker.wait()
+    port = harness.free_port()  # nothing answers there: the worker owns no partition
+    with pytest.raises(RuntimeError, match="exited with status 4"):
+        await asyncio.wait_for(
+            harness.wait_assigned("parcels.manifest", [port], [worker], timeout=60), timeout=10
+        )
