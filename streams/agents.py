@@ -6,10 +6,9 @@ filer events to filer-history (by filer code), the one owner of each filer's sta
 publishes its scorecard to targeting.filers; every worker follows that topic into its
 board of filers (streams/filers.py), which score-parcels reads.
 
-Each stage reads a batch with `take_events`, calls the pure stage function with its table
-(once per source partition under exactly-once: `parts`), puts what comes out in an outbox
-and ends the batch with `settle`: in the order at-least-once rests on, or in one
-transaction per source partition (streams/outbox.py).
+Each stage reads a batch with `take_events`, calls the pure stage function with its table,
+puts what comes out in an outbox and ends the batch with `settle`: in the order
+at-least-once rests on, or in one transaction of the stage (streams/outbox.py).
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ from models.stream_time import StreamTime
 from streams import backpressure, envelopes, metrics
 from streams.filers import follow_filers
 from streams.monitoring import DriftWatch
-from streams.outbox import Outbox, parts, settle
+from streams.outbox import Outbox, settle
 from streams.publishing import filer_cards, scored
 from streams.serving import ModelServer, follow
 from streams.settings import Settings
@@ -115,12 +114,7 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
 
     # stage batches count envelopes: about batch_size records
     envelope_batch = max(4, s.batch_size // (envelopes.MAX_RECORDS // 2))
-    # exactly-once splits a batch by source partition (one transaction each): batches that
-    # many times larger keep each part, and each model call, as large as a whole batch is
-    # under at-least-once (split 8 ways, scoring was 71% of the worker's CPU)
     record_batch = s.batch_size
-    if s.processing_guarantee == "exactly_once":
-        record_batch, envelope_batch = record_batch * s.partitions, envelope_batch * s.partitions
     if s.stage_backlog:  # later stages first (a backlog of input crowds them out)
         backpressure.register(
             app,
@@ -133,12 +127,12 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
     async def run(
         stage: str, compute: Callable[[Sequence[EventT]], Outbox], events: Sequence[EventT]
     ) -> None:
-        """One batch of a stage: its outboxes computed (one per part), then settled; both
-        steps timed, so where a record's time goes in each stage is on /metrics."""
+        """One batch of a stage: its outbox computed, then settled; both steps timed, so
+        where a record's time goes in each stage is on /metrics."""
         started = time.perf_counter()
-        boxes = [compute(part) for part in parts(app, events)]
+        box = compute(events)
         computed = time.perf_counter()
-        await settle(boxes)
+        await settle([box])
         metrics.STAGE_SECONDS.labels(stage, "compute").observe(computed - started)
         metrics.STAGE_SECONDS.labels(stage, "settle").observe(time.perf_counter() - computed)
 

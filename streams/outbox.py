@@ -16,11 +16,11 @@ order across partitions, would give the same record another revision. Acknowledg
 before 3 would let a restart read tables older than the offsets (a replay the stage cannot
 recognise).
 
-Exactly-once has no order to keep: a batch is split by source partition (`parts`), one
-outbox per part, and each part's outputs, table writes (what it remembers included) and
-input offsets are committed in one transaction of its task (streams/patches/transactions.py),
-or not at all. The local stores get a task's writes once its transaction has committed.
-A part whose task has moved to another worker is dropped: that worker does it again.
+Exactly-once has no order to keep: a stage's batch, its outputs, table writes (what it
+remembers included) and input offsets are committed in one transaction of the stage's
+producer (streams/patches/transactions.py), or not at all. The local stores get the writes
+once the transaction has committed. A batch whose partitions have moved to another worker
+(or that a rebalance came between reading and committing) is dropped: it is read again.
 
 `settle` ends a batch either way, so no agent spells the order.
 """
@@ -30,19 +30,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import cast
 
 import faust
-from aiokafka.structs import RecordMetadata
 from faust.types import TP, EventT
 
 from models.filers import FilerMessage
 from models.pipeline import Failures, Incoming, StageMessage
 from models.records import RecordError
 from streams import envelopes, metrics
-from streams.patches.transactions import Fenced, Send, TransactionManager, task_id
+from streams.patches.transactions import Fenced, Send, TransactionManager
 from streams.publishing import Outgoing, dead_letters, failed_letters
 from streams.tables import BatchedTable, Write
 
@@ -51,19 +50,8 @@ log = logging.getLogger(__name__)
 Message = tuple[faust.TopicT, int | None, bytes, bytes]  # topic, partition, key, value
 
 
-def parts(app: faust.App, events: Sequence[EventT]) -> list[Sequence[EventT]]:
-    """A batch as its stage handles it: whole (at-least-once), or one part per source
-    partition number, in order (exactly-once: each part is one task's transaction)."""
-    if not app.in_transaction:
-        return [events]
-    by_partition: dict[int, list[EventT]] = {}
-    for ev in events:
-        by_partition.setdefault(ev.message.partition, []).append(ev)
-    return list(by_partition.values())
-
-
 class Outbox:
-    """Collects one batch's (or part's) messages and how it ends; `settle` ends it."""
+    """Collects one batch's messages and how it ends; `settle` ends it."""
 
     def __init__(
         self,
@@ -77,7 +65,7 @@ class Outbox:
         self.stage, self.events = stage, events
         self.messages: list[Message] = []
         self.ending = Ending()
-        # counted once the batch has ended: a part dropped when fenced is counted by the
+        # counted once the batch has ended: a batch dropped when fenced is counted by the
         # worker that does it again, not twice
         self.counts: list[Callable[[], None]] = []
 
@@ -110,7 +98,7 @@ class Outbox:
             self.count(partial(metrics.count_failures, stage, len(failed)))
 
     def count(self, counting: Callable[[], None]) -> None:
-        """A metric to count once the batch has ended (a fenced part is not counted)."""
+        """A metric to count once the batch has ended (a fenced batch is not counted)."""
         self.counts.append(counting)
 
     def end(
@@ -176,64 +164,36 @@ async def settle(boxes: Sequence[Outbox]) -> None:
             box.ending.then()
 
 
-@dataclass
-class _Task:
-    sends: list[Send] = field(default_factory=list)
-    offsets: dict[TP, int] = field(default_factory=dict)
-    writes: list[tuple[BatchedTable, str, Write, int]] = field(default_factory=list)
-    boxes: list[Outbox] = field(default_factory=list)
-
-
 async def _commit(boxes: Sequence[Outbox]) -> list[Outbox]:
-    """Exactly-once: each task's outputs, table writes and offsets in its transaction, the
-    tasks concurrently; the boxes whose tasks committed."""
+    """Exactly-once: the boxes' outputs, table writes and offsets in one transaction of
+    their stage; the boxes, once committed (none if the batch was fenced)."""
     app, stage = boxes[0].app, boxes[0].stage
-    tasks: dict[int, _Task] = {}
+    sends: list[Send] = []
+    offsets: dict[TP, int] = {}
     tables: dict[BatchedTable, None] = {}
     for box in boxes:
         if box.ending.remember is not None:
             box.ending.remember()  # in the same transaction as what it remembers
         tables.update(dict.fromkeys(box.ending.tables))
-        if box.events:
-            task = tasks.setdefault(box.events[0].message.partition, _Task())
-            task.boxes.append(box)
-            task.offsets.update(box.offsets())
-            task.sends.extend(
-                (topic.get_topic_name(), partition, key, value)
-                for topic, partition, key, value in box.messages
-            )
-            box.messages = []
+        for tp, offset in box.offsets().items():
+            offsets[tp] = max(offsets.get(tp, 0), offset)
+        sends.extend(
+            (topic.get_topic_name(), partition, key, value)
+            for topic, partition, key, value in box.messages
+        )
+        box.messages = []
+    writes: list[tuple[BatchedTable, dict[str, Write], int]] = []
     for table in tables:
-        for key, write in table.take_pending().items():
-            task = tasks.setdefault(write[0] or 0, _Task())
-            task.writes.append((table, key, write, len(task.sends)))
-            task.sends.append(table.changelog(key, write))
+        pending = table.take_pending()
+        writes.append((table, pending, len(sends)))
+        sends.extend(table.changelog(key, write) for key, write in pending.items())
     manager = cast(TransactionManager, app.consumer.transactions)
-    numbers = list(tasks)
-    runs = [
-        manager.run(task_id(app.conf.id, stage, p), tasks[p].sends, tasks[p].offsets)
-        for p in numbers
-    ]
-    results = await asyncio.gather(*runs, return_exceptions=True)
-    done: list[Outbox] = []
-    failure: BaseException | None = None
-    for p, result in zip(numbers, results, strict=True):
-        task = tasks[p]
-        if isinstance(result, Fenced):
-            log.warning("%s: task %d moved to another worker; its batch is dropped", stage, p)
-            metrics.FENCED_BATCHES.labels(stage).inc()
-            continue
-        if isinstance(result, BaseException):
-            failure = failure or result
-            continue
-        by_table: dict[BatchedTable, dict[str, Write]] = {}
-        produced: dict[BatchedTable, list[RecordMetadata]] = {}
-        for table, key, write, index in task.writes:
-            by_table.setdefault(table, {})[key] = write
-            produced.setdefault(table, []).append(result[index])
-        for table, writes in by_table.items():
-            table.apply(writes, produced[table])
-        done.extend(task.boxes)
-    if failure is not None:
-        raise failure
-    return done
+    try:
+        produced = await manager.run(stage, sends, offsets)
+    except Fenced:
+        log.warning("%s: its batch is no longer this worker's; dropped", stage)
+        metrics.FENCED_BATCHES.labels(stage).inc()
+        return []
+    for table, pending, first in writes:
+        table.apply(pending, produced[first : first + len(pending)])
+    return list(boxes)

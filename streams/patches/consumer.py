@@ -23,7 +23,7 @@ from typing import ClassVar, cast
 import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
-from faust.types.transports import ConsumerT, TransactionManagerT, TransportT
+from faust.types.transports import ConsumerT, ProducerT, TransactionManagerT, TransportT
 
 from streams.patches import written_for
 from streams.patches.drain import EagerDrain
@@ -34,6 +34,7 @@ from streams.patches.transactions import (
     TransactionalConsumer,
     TransactionManager,
 )
+from streams.patches.txn_offsets import GroupProducer
 
 IDLE_S = 0.05  # a fetch with every active partition held waits this long, then returns empty
 
@@ -75,9 +76,19 @@ class Consumer(HoldingConsumer, RebalancingConsumer, EagerDrain, TransactionalCo
         return cast(ConsumerThread, self._thread).known_position(tp)
 
 
+class Producer(driver.Producer):
+    """Faust's producer, whose aiokafka producers can commit offsets with the group's
+    generation (txn_offsets.py): the transactional ones of transactions.py."""
+
+    @property
+    def _producer_type(self) -> type[GroupProducer]:
+        return GroupProducer
+
+
 class Transport(driver.Transport):
     Consumer: ClassVar[type[ConsumerT]] = Consumer
-    # one transactional producer per stage task (transactions.py), under exactly-once
+    Producer: ClassVar[type[ProducerT]] = Producer
+    # one transactional producer per stage (transactions.py), under exactly-once
     TransactionManager: ClassVar[type[TransactionManagerT]] = TransactionManager
 
 

@@ -1,18 +1,24 @@
-"""Exactly-once: one transactional producer per stage task, fenced when its partitions move.
+"""Exactly-once: one transactional producer per stage and worker, fenced by the group.
 
 faust-streaming's TransactionManager names a producer per assigned partition but picks the
 producer of a send by the *destination* partition and commits offsets by the *source*
 partition, on its own timer: a record repartitioned to another partition, or a batch half
 sent when the timer fires, lands in another transaction than its input offset (one SIGKILL
-in a 3,000-parcel run left 2,300 duplicate decisions). Here a task is a stage and a
-partition number (the join's three input topics share theirs: they are co-partitioned by
-HAWB, as its bills table is), as in Kafka Streams' first exactly-once mode, which is the one
-aiokafka 0.14 speaks (`send_offsets_to_transaction(offsets, group_id)`, no group metadata):
-- a task's producer is started when the task's partitions are assigned; its
-  `init_transactions` fences the producer of the worker that had them before, so a paused
-  or partitioned-away worker can no longer commit what it read;
-- a batch commits each task's outputs, table writes and input offsets in that task's
-  transaction (streams/outbox.py); Faust's own offset commits do nothing.
+in a 3,000-parcel run left 2,300 duplicate decisions). Here each stage (the agent that
+reads a topic; the join's three input topics are one stage) has one producer per worker,
+and a stage's batch is one transaction, as in Kafka Streams' second exactly-once mode:
+- a batch commits its outputs, table writes and input offsets in its stage's transaction
+  (streams/outbox.py); Faust's own offset commits do nothing;
+- the offsets go with the group generation the worker had when its producers started
+  (streams/patches/txn_offsets.py): a paused or partitioned-away worker whose partitions
+  have moved can no longer commit what it read, and its batch is dropped;
+- every rebalance starts new producers (a batch read before it is dropped, not committed
+  late), and before the partitions are read, waits until no open transaction of another
+  worker still holds their offsets;
+- a producer's transactional id is the stage's and the worker's own, kept in its data
+  directory, so a worker restarted after a crash aborts what it left open at once; a
+  worker that does not come back has it aborted by the broker after the transaction
+  timeout (10 s).
 
 Reading committed only also needs two fixes in Faust's table recovery (`ReadCommittedThread`,
 `CommittedRecovery`).
@@ -22,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import RecordMetadata
 from faust.tables.recovery import Recovery as FaustRecovery
@@ -36,14 +44,25 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, AppT
 
 from streams.patches import written_for
+from streams.patches.txn_offsets import (
+    TRANSACTION_TIMEOUT_MS,
+    GroupFenced,
+    GroupMetadata,
+    GroupProducer,
+    wait_stable,
+)
 
 log = logging.getLogger(__name__)
 
 Send = tuple[str, int | None, bytes | None, bytes | None]  # topic, partition, key, value
+# longest wait for another worker's open transaction on partitions just assigned: the
+# broker aborts it after the transaction timeout, and checks for that every 10 s
+STABLE_WAIT_S = TRANSACTION_TIMEOUT_MS / 1000 + 15.0
 
 
 class Fenced(Exception):
-    """A task's partitions have moved to another worker: its batch is not this worker's."""
+    """A stage's batch is no longer this worker's to commit: its partitions moved, or a
+    rebalance came between its reading and its commit."""
 
 
 def stages(app: AppT) -> dict[str, str]:
@@ -56,28 +75,43 @@ def stages(app: AppT) -> dict[str, str]:
     return out
 
 
-def task_id(app_id: str, stage: str, partition: int) -> str:
-    """The transactional id of a task: the same on every worker that runs it."""
-    return f"{app_id}-{stage}-{partition}"
+def instance_id(appdir: Path) -> str:
+    """This worker's own name in transactional ids: made once, kept in its data directory,
+    so that the worker restarted on it fences what it left open."""
+    path = appdir / "transactional-instance"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex[:12]
+        path.write_text(name + "\n")
+        return name
+
+
+def task_id(app_id: str, stage: str, instance: str) -> str:
+    """The transactional id of a stage's producer on one worker."""
+    return f"{app_id}-{stage}-{instance}"
 
 
 class TransactionManager(FaustTransactionManager):
-    """The worker's transactional producers, one per task it runs (module docstring)."""
+    """The worker's transactional producers, one per stage it runs (module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.producers: dict[str, AIOKafkaProducer] = {}
+        self.producers: dict[str, GroupProducer] = {}
+        self.group: GroupMetadata | None = None
         self._stages: dict[str, str] | None = None
+        self._instance: str | None = None
 
-    def _task_ids(self, tps: set[TP]) -> set[str]:
+    def _stage_names(self, tps: set[TP]) -> set[str]:
         if self._stages is None:  # the agents exist once the worker assigns partitions
             self._stages = stages(self.app)
-        named = self._stages
-        return {
-            task_id(self.app.conf.id, named[tp.topic], tp.partition)
-            for tp in tps
-            if tp.topic in named
-        }
+        return {self._stages[tp.topic] for tp in tps if tp.topic in self._stages}
+
+    def _tid(self, stage: str) -> str:
+        if self._instance is None:
+            self._instance = instance_id(Path(self.app.conf.appdir))
+        return task_id(self.app.conf.id, stage, self._instance)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Nothing is pending between batches: each one ends with its commits."""
@@ -85,90 +119,120 @@ class TransactionManager(FaustTransactionManager):
     async def on_rebalance(
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP]
     ) -> None:
-        """A new producer for every task assigned, kept ones included: a worker paused past
-        its session gets its old partitions back in the same call, while another worker
-        has fenced its producers meanwhile."""
-        await asyncio.gather(*(self._stop(tid) for tid in list(self.producers)))
-        await asyncio.gather(*(self._start(tid) for tid in sorted(self._task_ids(assigned))))
+        """New producers for the stages assigned, kept ones included (a batch read before
+        the rebalance must not commit after it), with the group's new generation; then
+        wait until no other worker's open transaction holds the partitions' offsets."""
+        await asyncio.gather(*(self._stop(stage) for stage in list(self.producers)))
+        self.group = self._group_metadata()
+        names = sorted(self._stage_names(assigned))
+        await asyncio.gather(*(self._start(stage) for stage in names))
+        if names:
+            named = self._stages or {}
+            read = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in named]
+            producer = self.producers[names[0]]
+            held = await wait_stable(producer.client, self.app.conf.id, read, STABLE_WAIT_S)
+            if held:
+                log.warning(
+                    "offsets of %s still held by an open transaction after %.0f s; reading on",
+                    held,
+                    STABLE_WAIT_S,
+                )
 
-    async def _start(self, tid: str) -> None:
-        # Faust's producer settings (brokers, credentials, acks=all, idempotence)
-        producer = self.app.producer._new_producer(transactional_id=tid)  # type: ignore[attr-defined]
-        await producer.start()  # init_transactions: the task's previous producer is fenced
-        self.producers[tid] = producer
+    def _group_metadata(self) -> GroupMetadata:
+        coordinator = self.app.consumer._thread._ensure_consumer()._coordinator  # type: ignore[attr-defined]
+        return GroupMetadata(
+            self.app.conf.id,
+            coordinator.generation,
+            coordinator.member_id,
+            coordinator._group_instance_id,
+        )
 
-    async def _stop(self, tid: str) -> None:
-        producer = self.producers.pop(tid, None)
+    async def _start(self, stage: str) -> None:
+        # Faust's producer settings (brokers, credentials, acks=all, idempotence); its
+        # transport's producer type is GroupProducer (streams/patches/consumer.py)
+        producer = self.app.producer._new_producer(transactional_id=self._tid(stage))  # type: ignore[attr-defined]
+        await producer.start()  # init_transactions: what this worker left open is aborted
+        self.producers[stage] = producer
+
+    async def _stop(self, stage: str) -> None:
+        producer = self.producers.pop(stage, None)
         if producer is not None:
             try:
                 await producer.stop()
             except Exception:  # a fenced producer may refuse to close cleanly; it is gone
-                log.warning("transactional producer %s did not stop cleanly", tid, exc_info=True)
+                log.warning("producer of %s did not stop cleanly", stage, exc_info=True)
 
     async def _rejoin(self) -> None:
-        """A task fenced while the consumer still reads its partitions: the batch is
+        """A batch fenced while the consumer still reads its partitions: the batch is
         dropped, so the worker rejoins its group, which sends every partition back to its
         committed offset and gives the worker new producers for what it is assigned."""
         await self.app.consumer._thread.rejoin()  # type: ignore[attr-defined]
 
     async def on_stop(self) -> None:
-        await asyncio.gather(*(self._stop(tid) for tid in list(self.producers)))
+        await asyncio.gather(*(self._stop(stage) for stage in list(self.producers)))
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         """Faust's commit through its manager, which the worker's consumer never calls under
         exactly-once (TransactionalConsumer.commit): each batch commits its offsets with
-        its outputs, in its tasks' transactions. Kept so that no path reaches Faust's."""
+        its outputs, in its stage's transaction. Kept so that no path reaches Faust's."""
         return True
 
     async def send(self, *args: Any, **kwargs: Any) -> Any:
         """Faust's route for `topic.send` inside the worker: every output of a stage goes
-        through its batch's transactions instead (streams/outbox.py)."""
+        through its batch's transaction instead (streams/outbox.py)."""
         raise RuntimeError("exactly-once: a worker's outputs go through the batch's Outbox")
 
     async def run(
-        self, tid: str, sends: Sequence[Send], offsets: Mapping[TP, int]
+        self, stage: str, sends: Sequence[Send], offsets: Mapping[TP, int]
     ) -> list[RecordMetadata]:
         """Produce `sends` and commit `offsets` (next offset to read, per input partition)
-        in one transaction of task `tid`; the sends' metadata once committed.
+        in one transaction of `stage`'s producer; the sends' metadata once committed.
 
-        Raises Fenced if the task is no longer this worker's (revoked, or fenced by the
-        worker that has it now); anything else is aborted and raised.
+        Raises Fenced if the batch is no longer this worker's (a rebalance since its
+        producer started, or the group moved on without it); anything else is aborted
+        and raised.
         """
-        if tid not in self.producers:  # revoked, or fenced before
-            raise Fenced(tid)
-        txn: AIOKafkaProducer = self.producers[tid]
+        txn = self.producers.get(stage)
+        group = self.group
+        if txn is None or group is None:  # revoked, or fenced before
+            raise Fenced(stage)
         try:
             await txn.begin_transaction()
             futures = [
                 await txn.send(topic, value, key=key, partition=partition)
                 for topic, partition, key, value in sends
             ]
-            metadata = list(await asyncio.gather(*futures, return_exceptions=True))
-            failed = [md for md in metadata if isinstance(md, BaseException)]
+            committing = []
+            if offsets:  # with the sends in flight: the broker adds the group meanwhile
+                tps = {TopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()}
+                committing.append(txn.send_offsets_to_transaction(tps, group))
+            results = await asyncio.gather(*futures, *committing, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
                 raise failed[0]
-            if offsets:
-                await txn.send_offsets_to_transaction(
-                    {TopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()},
-                    self.app.conf.id,
-                )
             await txn.commit_transaction()
             if offsets:
                 cast(TransactionalConsumer, self.consumer).committed_in_transaction(offsets)
-            return metadata
+            return cast(list[RecordMetadata], results[: len(futures)])
         except Exception as exc:
-            still_ours = self.producers.get(tid) is txn
+            still_ours = self.producers.get(stage) is txn
             if not still_ours:  # a rebalance replaced or stopped it meanwhile
-                raise Fenced(tid) from exc
-            if isinstance(exc, ProducerFenced):  # another worker has the task now
-                await self._stop(tid)
+                raise Fenced(stage) from exc
+            if isinstance(exc, ProducerFenced | GroupFenced):  # the group moved on
+                log.warning("%s: %s; the batch is dropped and the worker rejoins", stage, exc)
+                if isinstance(exc, GroupFenced):  # the producer itself can still abort
+                    await self._abort(stage, txn)
+                await self._stop(stage)
                 await self._rejoin()
-                raise Fenced(tid) from exc
-            try:
-                await txn.abort_transaction()
-            except Exception:
-                log.warning("could not abort the transaction of %s", tid, exc_info=True)
+                raise Fenced(stage) from exc
+            await self._abort(stage, txn)
             raise
+
+    async def _abort(self, stage: str, txn: GroupProducer) -> None:
+        try:
+            await txn.abort_transaction()
+        except Exception:
+            log.warning("could not abort the transaction of %s", stage, exc_info=True)
 
 
 class TransactionalConsumer(driver.Consumer):

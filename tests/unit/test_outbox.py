@@ -2,8 +2,8 @@
 
 At-least-once: the batch's table writes flushed, then its outputs acknowledged by the
 broker, then remembered and flushed again; and nothing remembered when the broker refuses
-an output. Exactly-once: each source partition's outputs, table writes and offsets handed
-to that task's transaction, and nothing of a fenced task kept."""
+an output. Exactly-once: the batch's outputs, table writes and offsets handed to its
+stage's transaction, and nothing of a fenced batch kept."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from models.outputs import Source
 from models.pipeline import Incoming
 from models.records import RecordError
 from streams import metrics
-from streams.outbox import Outbox, parts, settle
+from streams.outbox import Outbox, settle
 from streams.patches.transactions import Fenced
 from streams.publishing import Outgoing
 
@@ -111,24 +111,24 @@ def test_dead_letters_are_sent_with_the_batch_and_counted() -> None:
 
 
 class TransactionsApp:
-    """An exactly-once app: `consumer.transactions.run` records each task's transaction."""
+    """An exactly-once app: `consumer.transactions.run` records each stage's transaction."""
 
     in_transaction = True
 
-    def __init__(self, fenced: frozenset[str] = frozenset(), broken: frozenset[str] = frozenset()):
+    def __init__(self, fenced: bool = False, broken: bool = False) -> None:
         self.conf = SimpleNamespace(id="app")
-        self.runs: dict[str, tuple[list[Any], dict[Any, int]]] = {}
+        self.runs: list[tuple[str, list[Any], dict[Any, int]]] = []
         self.log: list[str] = []
         app = self
 
         class Manager:
-            async def run(self, tid: str, sends: list[Any], offsets: dict[Any, int]) -> list[Any]:
-                app.log.append(f"run {tid}")
-                if tid in fenced:
-                    raise Fenced(tid)
-                if tid in broken:
+            async def run(self, stage: str, sends: list[Any], offsets: dict[Any, int]) -> list[Any]:
+                app.log.append(f"run {stage}")
+                if fenced:
+                    raise Fenced(stage)
+                if broken:
                     raise RuntimeError("broker refused")
-                app.runs[tid] = (list(sends), dict(offsets))
+                app.runs.append((stage, list(sends), dict(offsets)))
                 return [
                     SimpleNamespace(topic=t, partition=p, offset=i)
                     for i, (t, p, *_) in enumerate(sends)
@@ -160,84 +160,71 @@ def _event(partition: int, offset: int, topic: str = "in") -> Any:
     return SimpleNamespace(message=SimpleNamespace(partition=partition, offset=offset, tp=tp))
 
 
-def _parts(app: TransactionsApp, table: PendingTable) -> list[Outbox]:
+def _batch(app: TransactionsApp, table: PendingTable) -> Outbox:
+    """A batch read from two partitions of two topics, with an output and table writes."""
     outputs = {"decisions": Topic("decisions")}
     events = [_event(0, 10), _event(3, 5), _event(0, 11), _event(3, 6, "other")]
-    split = parts(app, events)  # type: ignore[arg-type]
-    assert [[e.message.offset for e in part] for part in split] == [[10, 11], [5, 6]]
-    boxes = []
-    for part in split:
-        box = Outbox(app, outputs, 4, "stage", part)  # type: ignore[arg-type]
-        p = part[0].message.partition
-        box.send([Outgoing("decisions", f"H{p}".encode(), b"{}")])
-        boxes.append(
-            box.end(
-                table,  # type: ignore[arg-type]
-                remember=partial(app.log.append, f"remembered {p}"),
-                then=partial(app.log.append, f"counted {p}"),
-            )
-        )
-    return boxes
+    box = Outbox(app, outputs, 4, "stage", events)  # type: ignore[arg-type]
+    box.send([Outgoing("decisions", b"H", b"{}")])
+    return box.end(
+        table,  # type: ignore[arg-type]
+        remember=partial(app.log.append, "remembered"),
+        then=partial(app.log.append, "counted"),
+    )
 
 
-def test_exactly_once_commits_each_source_partition_in_its_own_task() -> None:
+def test_exactly_once_commits_a_batch_in_one_transaction_of_its_stage() -> None:
     app = TransactionsApp()
     table = PendingTable(app.log, {"k0": (0, "a"), "k3": (3, "b")})
-    asyncio.run(settle(_parts(app, table)))
-    sends, offsets = app.runs["app-stage-0"]
+    asyncio.run(settle([_batch(app, table)]))
+    [(stage, sends, offsets)] = app.runs
+    assert stage == "stage"
     assert [(t, p, k) for t, p, k, _v in sends] == [
-        ("decisions", None, b"H0"),
+        ("decisions", None, b"H"),
         ("changelog", 0, b"k0"),
-    ]
-    assert offsets == {TP("in", 0): 12}
-    sends, offsets = app.runs["app-stage-3"]
-    assert [(t, p, k) for t, p, k, _v in sends] == [
-        ("decisions", None, b"H3"),
         ("changelog", 3, b"k3"),
     ]
-    assert offsets == {TP("in", 3): 6, TP("other", 3): 7}
-    # what a part remembers goes in its transaction; it is counted once committed
-    assert app.log[:2] == ["remembered 0", "remembered 3"]
-    assert set(app.log[2:4]) == {"run app-stage-0", "run app-stage-3"}
-    assert app.log[4:] == ["counted 0", "counted 3"]
+    # every partition the batch read, at the offset after its last record
+    assert offsets == {TP("in", 0): 12, TP("in", 3): 6, TP("other", 3): 7}
+    # what it remembers goes in its transaction; it is counted once committed
+    assert app.log == ["remembered", "run stage", "counted"]
     assert table.applied == {"k0": (0, "a"), "k3": (3, "b")}
 
 
-def test_a_fenced_task_keeps_nothing_and_the_others_commit() -> None:
-    app = TransactionsApp(fenced=frozenset({"app-stage-3"}))
+def test_a_fenced_batch_keeps_nothing() -> None:
+    app = TransactionsApp(fenced=True)
     table = PendingTable(app.log, {"k0": (0, "a"), "k3": (3, "b")})
     fenced = metrics.FENCED_BATCHES.labels("stage")._value.get()
-    asyncio.run(settle(_parts(app, table)))
-    assert table.applied == {"k0": (0, "a")}  # the store never gets the moved task's writes
-    assert "counted 3" not in app.log and "counted 0" in app.log
+    asyncio.run(settle([_batch(app, table)]))
+    assert table.applied == {}  # the store never gets the moved batch's writes
+    assert "counted" not in app.log
     assert metrics.FENCED_BATCHES.labels("stage")._value.get() == fenced + 1
 
 
-def test_a_failed_transaction_raises_after_the_committed_ones_are_applied() -> None:
-    app = TransactionsApp(broken=frozenset({"app-stage-3"}))
-    table = PendingTable(app.log, {"k0": (0, "a"), "k3": (3, "b")})
+def test_a_failed_transaction_raises_and_keeps_nothing() -> None:
+    app = TransactionsApp(broken=True)
+    table = PendingTable(app.log, {"k0": (0, "a")})
     with pytest.raises(RuntimeError, match="broker refused"):
-        asyncio.run(settle(_parts(app, table)))
-    assert table.applied == {"k0": (0, "a")}
-    assert not any(line.startswith("counted") for line in app.log)
+        asyncio.run(settle([_batch(app, table)]))
+    assert table.applied == {}
+    assert "counted" not in app.log
 
 
-def test_dead_letters_of_a_fenced_part_are_not_counted() -> None:
-    """The worker that takes the task over sends them again, and counts them then."""
-    app = TransactionsApp(fenced=frozenset({"app-stage-3"}))
+@pytest.mark.parametrize("fenced", [False, True])
+def test_dead_letters_are_counted_once_their_batch_commits(fenced: bool) -> None:
+    """A fenced batch's are not: the worker that reads it again sends them, and counts them."""
+    app = TransactionsApp(fenced=fenced)
     outputs = {"deadletter": Topic("deadletter")}
     counted = metrics.DEAD_LETTERS.labels("parcels.manifest", "hawb")._value.get()
     failures = metrics.RECORD_FAILURES.labels("stage")._value.get()
-    boxes = []
-    for partition in (0, 3):
-        box = Outbox(app, outputs, 4, "stage", [_event(partition, 1)])  # type: ignore[arg-type]
-        bad = Incoming("manifest", Source("parcels.manifest", partition, 1, b"K"), b"not json")
-        box.dead([(bad, RecordError("hawb", "missing"))])
-        source = {"topic": "parcels.manifest", "partition": partition, "offset": 2}
-        failed = [({"source": source}, RecordError("hawb", "boom"))]
-        box.parked("stage", failed)  # type: ignore[arg-type]
-        boxes.append(box)
-    asyncio.run(settle(boxes))
-    # partition 0 committed (a dead letter and a failure each); partition 3 was fenced
-    assert metrics.DEAD_LETTERS.labels("parcels.manifest", "hawb")._value.get() == counted + 2
-    assert metrics.RECORD_FAILURES.labels("stage")._value.get() == failures + 1
+    box = Outbox(app, outputs, 4, "stage", [_event(0, 1)])  # type: ignore[arg-type]
+    bad = Incoming("manifest", Source("parcels.manifest", 0, 1, b"K"), b"not json")
+    box.dead([(bad, RecordError("hawb", "missing"))])
+    source = {"topic": "parcels.manifest", "partition": 0, "offset": 2}
+    box.parked("stage", [({"source": source}, RecordError("hawb", "boom"))])  # type: ignore[list-item]
+    asyncio.run(settle([box]))
+    added = 0 if fenced else 1
+    assert (
+        metrics.DEAD_LETTERS.labels("parcels.manifest", "hawb")._value.get() == counted + 2 * added
+    )
+    assert metrics.RECORD_FAILURES.labels("stage")._value.get() == failures + added

@@ -1,11 +1,13 @@
 """Exactly-once's changes to Faust (streams/patches/transactions.py), without Kafka: which
-producers a rebalance leaves, and when a changelog written in transactions is recovered.
+producers a rebalance leaves, with which generation a batch commits, and when a changelog
+written in transactions is recovered.
 The real-broker checks are tests/integration/test_exactly_once.py and test_crash.py."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,20 +17,24 @@ from aiokafka.errors import ProducerFenced
 from faust.types import TP
 from intervaltree import IntervalTree
 
+from streams.patches import transactions
 from streams.patches.transactions import (
     CommittedRecovery,
     Fenced,
     TransactionalConsumer,
     TransactionManager,
+    instance_id,
     task_id,
 )
+from streams.patches.txn_offsets import GroupFenced, GroupMetadata
 
 
 class Producer:
     """A transactional producer: started (init_transactions), stopped, fenced on demand."""
 
-    def __init__(self, tid: str, log: list[str], fenced: bool = False) -> None:
+    def __init__(self, tid: str, log: list[str], fenced: BaseException | None = None) -> None:
         self.tid, self.log, self.fenced = tid, log, fenced
+        self.client = f"client of {tid}"
 
     async def start(self) -> None:
         self.log.append(f"start {self.tid}")
@@ -41,29 +47,44 @@ class Producer:
 
     async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if self.fenced:
-            done.set_exception(ProducerFenced())
+        if isinstance(self.fenced, ProducerFenced):
+            done.set_exception(self.fenced)
         else:
             done.set_result(SimpleNamespace(topic="out", partition=0, offset=0))
         return done
 
-    async def send_offsets_to_transaction(self, *args: Any) -> None:
-        pass
+    async def send_offsets_to_transaction(self, offsets: Any, group: GroupMetadata) -> None:
+        if isinstance(self.fenced, GroupFenced):
+            raise self.fenced
+        self.log.append(f"offsets {group.generation_id}")
 
     async def commit_transaction(self) -> None:
         self.log.append(f"commit {self.tid}")
 
+    async def abort_transaction(self) -> None:
+        self.log.append(f"abort {self.tid}")
 
-def _manager(log: list[str], fenced: bool = False) -> TransactionManager:
+
+def _manager(
+    log: list[str], monkeypatch: pytest.MonkeyPatch, fenced: BaseException | None = None
+) -> TransactionManager:
+    coordinator = SimpleNamespace(generation=5, member_id="m-1", _group_instance_id=None)
+    topics = faust.App("x")
     app = SimpleNamespace(
         conf=SimpleNamespace(id="app"),
         agents={
-            "join": SimpleNamespace(name="join", channel=faust.App("x").topic("a", "b")),
+            "join": SimpleNamespace(name="join", channel=topics.topic("a", "b")),
+            "score": SimpleNamespace(name="score", channel=topics.topic("c")),
         },
         producer=SimpleNamespace(
             _new_producer=lambda transactional_id: Producer(transactional_id, log, fenced)
         ),
-        consumer=SimpleNamespace(_thread=SimpleNamespace(rejoin=lambda: _logged(log, "rejoin"))),
+        consumer=SimpleNamespace(
+            _thread=SimpleNamespace(
+                rejoin=lambda: _logged(log, "rejoin"),
+                _ensure_consumer=lambda: SimpleNamespace(_coordinator=coordinator),
+            )
+        ),
     )
     manager = TransactionManager.__new__(TransactionManager)
     manager.app = app  # type: ignore[assignment]
@@ -71,7 +92,16 @@ def _manager(log: list[str], fenced: bool = False) -> TransactionManager:
         committed_in_transaction=lambda offsets: log.append(f"committed {dict(offsets)}")
     )
     manager.producers = {}
+    manager.group = None
     manager._stages = None
+    manager._instance = "w1"
+
+    async def wait_stable(client: str, group: str, tps: Any, timeout: float) -> list[Any]:
+        log.append(f"stable {group} {sorted((tp.topic, tp.partition) for tp in tps)}")
+        return []
+
+    monkeypatch.setattr(transactions, "wait_stable", wait_stable)
+    manager.coordinator = coordinator  # type: ignore[attr-defined]  # the test moves it on
     return manager
 
 
@@ -79,38 +109,66 @@ async def _logged(log: list[str], line: str) -> None:
     log.append(line)
 
 
-def test_a_rebalance_starts_a_new_producer_for_every_task_kept_or_new() -> None:
-    """A worker paused past its session is given its old partitions back while another
-    worker fenced its producers: a kept task's old producer must not be used again."""
+def test_a_rebalance_starts_a_new_producer_for_every_stage_kept_or_new(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker paused past its session is given its old partitions back while the group
+    moved on: a batch read before the rebalance must not commit with the new generation."""
     log: list[str] = []
-    manager = _manager(log)
+    manager = _manager(log, monkeypatch)
     asyncio.run(manager.on_rebalance({TP("a", 0), TP("b", 0), TP("a", 1)}, set(), set()))
-    assert sorted(log) == ["start app-join-0", "start app-join-1"]  # a and b share a task
-    first = manager.producers["app-join-0"]
+    # the join's topics are one stage; its partitions' offsets are checked before reading
+    assert log == ["start app-join-w1", "stable app [('a', 0), ('a', 1), ('b', 0)]"]
+    assert manager.group is not None and manager.group.generation_id == 5
+    first = manager.producers["join"]
     log.clear()
-    asyncio.run(manager.on_rebalance({TP("a", 0), TP("changelog", 2)}, {TP("a", 1)}, set()))
-    assert sorted(log) == ["start app-join-0", "stop app-join-0", "stop app-join-1"]
-    assert manager.producers["app-join-0"] is not first
-    assert set(manager.producers) == {task_id("app", "join", 0)}
+    manager.coordinator.generation = 6  # type: ignore[attr-defined]
+    asyncio.run(manager.on_rebalance({TP("a", 0), TP("c", 2), TP("changelog", 2)}, set(), set()))
+    assert sorted(log) == [
+        "stable app [('a', 0), ('c', 2)]",
+        "start app-join-w1",
+        "start app-score-w1",
+        "stop app-join-w1",
+    ]
+    assert manager.producers["join"] is not first
+    assert manager.group.generation_id == 6
+    assert task_id("app", "score", "w1") == "app-score-w1"
 
 
-def test_a_fenced_task_is_dropped_and_the_worker_rejoins_its_group() -> None:
+@pytest.mark.parametrize("fenced", [ProducerFenced(), GroupFenced("illegal generation")])
+def test_a_fenced_batch_is_dropped_and_the_worker_rejoins_its_group(
+    fenced: BaseException, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log: list[str] = []
-    manager = _manager(log, fenced=True)
+    manager = _manager(log, monkeypatch, fenced=fenced)
     asyncio.run(manager.on_rebalance({TP("a", 0)}, set(), set()))
     with pytest.raises(Fenced):
-        asyncio.run(manager.run("app-join-0", [("out", None, b"k", b"v")], {TP("a", 0): 5}))
-    assert log[-2:] == ["stop app-join-0", "rejoin"]  # no commit
+        asyncio.run(manager.run("join", [("out", None, b"k", b"v")], {TP("a", 0): 5}))
+    assert not any(line.startswith("commit") for line in log)
+    assert log[-2:] == ["stop app-join-w1", "rejoin"]
+    if isinstance(fenced, GroupFenced):  # the producer is still the worker's: it aborts
+        assert log[-3] == "abort app-join-w1"
     with pytest.raises(Fenced):  # until the rebalance gives it a new producer
-        asyncio.run(manager.run("app-join-0", [], {}))
+        asyncio.run(manager.run("join", [], {}))
 
 
-def test_a_task_commits_its_sends_and_offsets() -> None:
+def test_a_batch_commits_its_sends_and_offsets_with_the_group_generation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     log: list[str] = []
-    manager = _manager(log)
+    manager = _manager(log, monkeypatch)
     asyncio.run(manager.on_rebalance({TP("a", 0)}, set(), set()))
-    got = asyncio.run(manager.run("app-join-0", [("out", None, b"k", b"v")], {TP("a", 0): 5}))
-    assert len(got) == 1 and log[-2:] == ["commit app-join-0", f"committed {{{TP('a', 0)!r}: 5}}"]
+    got = asyncio.run(manager.run("join", [("out", None, b"k", b"v")], {TP("a", 0): 5}))
+    assert len(got) == 1
+    assert log[-3:] == ["offsets 5", "commit app-join-w1", f"committed {{{TP('a', 0)!r}: 5}}"]
+
+
+def test_a_worker_keeps_its_instance_name(tmp_path: Path) -> None:
+    """A worker restarted on the same data directory gets its transactional ids back, so
+    its producers' init_transactions abort what it left open when it died."""
+    first = instance_id(tmp_path / "app-data")
+    assert instance_id(tmp_path / "app-data") == first
+    assert instance_id(tmp_path / "other-data") != first
 
 
 def _recovery(highwater: int, applied: int, position: int, fetched: int) -> Counter[TP]:
