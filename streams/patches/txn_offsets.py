@@ -266,10 +266,15 @@ async def wait_stable(
     waiting = sorted(set(tps))
     deadline = time.monotonic() + timeout
     while waiting:
-        node = await client.coordinator_lookup(CoordinationType.GROUP, group_id)
-        request = StableOffsetFetchRequest(group_id, waiting)
-        response = await client.send(node, request, group=ConnectionGroup.COORDINATION)
-        waiting = unstable(response)
+        try:
+            node = await client.coordinator_lookup(CoordinationType.GROUP, group_id)
+            request = StableOffsetFetchRequest(group_id, waiting)
+            response = await client.send(node, request, group=ConnectionGroup.COORDINATION)
+            waiting = unstable(response)
+        except Errors.KafkaError as exc:  # the coordinator moving, the broker restarting
+            if not exc.retriable:
+                raise
+            log.info("asking for stable offsets of %s failed (%r); asking again", group_id, exc)
         if not waiting or time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.1)

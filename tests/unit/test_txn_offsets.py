@@ -4,11 +4,13 @@ tests/integration/test_txn_offsets.py."""
 
 from __future__ import annotations
 
+import asyncio
 from io import BytesIO
 from types import SimpleNamespace
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import RequestTimedOutError
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.patches.txn_offsets import (
@@ -18,6 +20,7 @@ from streams.patches.txn_offsets import (
     TxnOffsetCommitRequest,
     TxnOffsetCommitRequest_v3,
     unstable,
+    wait_stable,
 )
 
 
@@ -62,3 +65,33 @@ def test_partitions_held_by_an_open_transaction_are_named() -> None:
     assert held == [TopicPartition("in", 0), TopicPartition("in", 1)]
     with pytest.raises(Exception, match="NotCoordinator"):
         unstable(_answer(0, (0, 16)))
+
+
+class Client:
+    """Answers OffsetFetch from a script: an exception to raise, or an answer."""
+
+    def __init__(self, *script: object) -> None:
+        self.script, self.asked = list(script), 0
+
+    async def coordinator_lookup(self, kind: object, group: str) -> int:
+        return 1
+
+    async def send(self, node: int, request: object, group: object) -> object:
+        self.asked += 1
+        step = self.script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+
+def test_a_wait_for_stable_offsets_outlasts_a_broker_that_moves_and_ends() -> None:
+    tp = TopicPartition("in", 1)
+    client = Client(
+        RequestTimedOutError(),  # the broker restarting: ask again
+        _answer(0, (1, UNSTABLE_OFFSET_COMMIT)),
+        _answer(0, (1, 0)),
+    )
+    assert asyncio.run(wait_stable(client, "app", [tp], timeout=10)) == []  # type: ignore[arg-type]
+    assert client.asked == 3
+    held = Client(*[_answer(0, (1, UNSTABLE_OFFSET_COMMIT))] * 100)
+    assert asyncio.run(wait_stable(held, "app", [tp], timeout=0.3)) == [tp]  # type: ignore[arg-type]
