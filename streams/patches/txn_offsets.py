@@ -77,24 +77,23 @@ class GroupMetadata:
     group_instance_id: str | None = None
 
 
+def _per_topic(field: str, *partition_fields: tuple[str, Any]) -> tuple[str, CompactArray]:
+    """A flexible version's list of topics, each with its list of partitions."""
+    partitions = CompactArray(*partition_fields, ("tags", TaggedFields))
+    return (
+        field,
+        CompactArray(
+            ("name", CompactString("utf-8")), ("partitions", partitions), ("tags", TaggedFields)
+        ),
+    )
+
+
 class TxnOffsetCommitResponse_v3(Response):
     API_KEY = 28
     API_VERSION = 3
     SCHEMA = Schema(
         ("throttle_time_ms", Int32),
-        (
-            "errors",
-            CompactArray(
-                ("topic", CompactString("utf-8")),
-                (
-                    "partition_errors",
-                    CompactArray(
-                        ("partition", Int32), ("error_code", Int16), ("tags", TaggedFields)
-                    ),
-                ),
-                ("tags", TaggedFields),
-            ),
-        ),
+        _per_topic("errors", ("partition", Int32), ("error_code", Int16)),
         ("tags", TaggedFields),
     )
 
@@ -112,22 +111,12 @@ class TxnOffsetCommitRequest_v3(RequestStruct):
         ("generation_id", Int32),
         ("member_id", CompactString("utf-8")),
         ("group_instance_id", CompactString("utf-8")),
-        (
+        _per_topic(
             "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                (
-                    "partitions",
-                    CompactArray(
-                        ("partition_index", Int32),
-                        ("committed_offset", Int64),
-                        ("committed_leader_epoch", Int32),
-                        ("committed_metadata", CompactString("utf-8")),
-                        ("tags", TaggedFields),
-                    ),
-                ),
-                ("tags", TaggedFields),
-            ),
+            ("partition_index", Int32),
+            ("committed_offset", Int64),
+            ("committed_leader_epoch", Int32),
+            ("committed_metadata", CompactString("utf-8")),
         ),
         ("tags", TaggedFields),
     )
@@ -177,23 +166,13 @@ class OffsetFetchResponse_v7(Response):
     API_VERSION = 7
     SCHEMA = Schema(
         ("throttle_time_ms", Int32),
-        (
+        _per_topic(
             "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                (
-                    "partitions",
-                    CompactArray(
-                        ("partition_index", Int32),
-                        ("committed_offset", Int64),
-                        ("committed_leader_epoch", Int32),
-                        ("metadata", CompactString("utf-8")),
-                        ("error_code", Int16),
-                        ("tags", TaggedFields),
-                    ),
-                ),
-                ("tags", TaggedFields),
-            ),
+            ("partition_index", Int32),
+            ("committed_offset", Int64),
+            ("committed_leader_epoch", Int32),
+            ("metadata", CompactString("utf-8")),
+            ("error_code", Int16),
         ),
         ("error_code", Int16),
         ("tags", TaggedFields),

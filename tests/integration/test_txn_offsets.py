@@ -31,6 +31,14 @@ async def _member(s: Settings, group: str, topic: str) -> AIOKafkaConsumer:
     raise AssertionError("the consumer never joined its group")
 
 
+async def _producer(s: Settings, group: str) -> GroupProducer:
+    producer = GroupProducer(
+        bootstrap_servers=s.bootstrap, transactional_id=f"{group}-{uuid.uuid4().hex[:6]}"
+    )
+    await producer.start()
+    return producer
+
+
 async def test_offsets_commit_with_the_generation_and_a_stale_one_is_fenced(
     settings: Settings,
 ) -> None:
@@ -39,10 +47,7 @@ async def test_offsets_commit_with_the_generation_and_a_stale_one_is_fenced(
     topic = s.topic("manifest_topic")
     group = f"{s.app_id}-fencing"
     member = await _member(s, group, topic)
-    producer = GroupProducer(
-        bootstrap_servers=s.bootstrap, transactional_id=f"{group}-{uuid.uuid4().hex[:6]}"
-    )
-    await producer.start()
+    producer = await _producer(s, group)
     try:
         coordinator = member._coordinator
         tp = TopicPartition(topic, 0)
@@ -72,10 +77,7 @@ async def test_committed_offsets_are_answered_once_no_transaction_holds_them(
     await ensure_topics(s)
     topic = s.topic("manifest_topic")
     group = f"{s.app_id}-stable"
-    producer = GroupProducer(
-        bootstrap_servers=s.bootstrap, transactional_id=f"{group}-{uuid.uuid4().hex[:6]}"
-    )
-    await producer.start()
+    producer = await _producer(s, group)
     try:
         tp, other = TopicPartition(topic, 1), TopicPartition(topic, 2)
         anyone = GroupMetadata(group, -1, "")  # an empty group: no member to check
