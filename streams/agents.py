@@ -132,7 +132,7 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
         started = time.perf_counter()
         box = compute(events)
         computed = time.perf_counter()
-        await settle([box])
+        await settle(box)
         metrics.STAGE_SECONDS.labels(stage, "compute").observe(computed - started)
         metrics.STAGE_SECONDS.labels(stage, "settle").observe(time.perf_counter() - computed)
 
@@ -168,7 +168,7 @@ def register(app: faust.App, s: Settings, server: ModelServer, drift: DriftWatch
         deletes would be flushed with a batch's writes before its outputs are out)."""
         try:  # housekeeping must never take the worker down
             sweep_bills(tables.bills, s.bill_ttl_s, stream_time, s.topic("manifest_topic"))
-            await settle([outbox(JOIN, ()).end(tables.bills)])
+            await settle(outbox(JOIN, ()).end(tables.bills))
         except Exception:
             log.exception("bill expiry sweep failed; will retry at the next interval")
 

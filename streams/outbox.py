@@ -147,53 +147,41 @@ class Ending:
     then: Callable[[], None] | None = None
 
 
-async def settle(boxes: Sequence[Outbox]) -> None:
-    """End a batch: its outboxes, all of one stage (module docstring)."""
-    if not boxes:
-        return
-    if boxes[0].app.in_transaction:
-        done = await _commit(boxes)
+async def settle(box: Outbox) -> None:
+    """End a batch (module docstring), then count it; a fenced batch is not counted."""
+    if box.app.in_transaction:
+        if not await _commit(box):
+            return
     else:
-        for box in boxes:
-            await box.settle_at_least_once()
-        done = list(boxes)
-    for box in done:
-        for counting in box.counts:
-            counting()
-        if box.ending.then is not None:
-            box.ending.then()
+        await box.settle_at_least_once()
+    for counting in box.counts:
+        counting()
+    if box.ending.then is not None:
+        box.ending.then()
 
 
-async def _commit(boxes: Sequence[Outbox]) -> list[Outbox]:
-    """Exactly-once: the boxes' outputs, table writes and offsets in one transaction of
-    their stage; the boxes, once committed (none if the batch was fenced)."""
-    app, stage = boxes[0].app, boxes[0].stage
-    sends: list[Send] = []
-    offsets: dict[TP, int] = {}
-    tables: dict[BatchedTable, None] = {}
-    for box in boxes:
-        if box.ending.remember is not None:
-            box.ending.remember()  # in the same transaction as what it remembers
-        tables.update(dict.fromkeys(box.ending.tables))
-        for tp, offset in box.offsets().items():
-            offsets[tp] = max(offsets.get(tp, 0), offset)
-        sends.extend(
-            (topic.get_topic_name(), partition, key, value)
-            for topic, partition, key, value in box.messages
-        )
-        box.messages = []
+async def _commit(box: Outbox) -> bool:
+    """Exactly-once: the batch's outputs, table writes and offsets in one transaction of
+    its stage; whether it committed (not if the batch was fenced)."""
+    if box.ending.remember is not None:
+        box.ending.remember()  # in the same transaction as what it remembers
+    sends: list[Send] = [
+        (topic.get_topic_name(), partition, key, value)
+        for topic, partition, key, value in box.messages
+    ]
+    box.messages = []
     writes: list[tuple[BatchedTable, dict[str, Write], int]] = []
-    for table in tables:
+    for table in box.ending.tables:
         pending = table.take_pending()
         writes.append((table, pending, len(sends)))
         sends.extend(table.changelog(key, write) for key, write in pending.items())
-    manager = cast(TransactionManager, app.consumer.transactions)
+    manager = cast(TransactionManager, box.app.consumer.transactions)
     try:
-        produced = await manager.run(stage, sends, offsets)
+        produced = await manager.run(box.stage, sends, box.offsets())
     except Fenced:
-        log.warning("%s: its batch is no longer this worker's; dropped", stage)
-        metrics.FENCED_BATCHES.labels(stage).inc()
-        return []
+        log.warning("%s: its batch is no longer this worker's; dropped", box.stage)
+        metrics.FENCED_BATCHES.labels(box.stage).inc()
+        return False
     for table, pending, first in writes:
         table.apply(pending, produced[first : first + len(pending)])
-    return list(boxes)
+    return True

@@ -78,7 +78,7 @@ def test_writes_are_flushed_before_outputs_and_outputs_acknowledged_before_remem
     box = _box(log)
     box.send([Outgoing("decisions", b"H1", b"{}"), Outgoing("decisions", b"H2", b"{}")])
     box.forward(Topic("stage2"), [(b"k", {"kind": "parcel"})])  # type: ignore[list-item]
-    asyncio.run(settle([box.end(Table(log), remember=lambda: log.append("remembered"))]))  # type: ignore[arg-type]
+    asyncio.run(settle(box.end(Table(log), remember=lambda: log.append("remembered"))))  # type: ignore[arg-type]
     assert log == [
         "flushed",  # the revisions the outputs carry, before any output
         "acked decisions",
@@ -95,7 +95,7 @@ def test_nothing_is_remembered_when_the_broker_refuses_an_output() -> None:
     box = _box(log, fail=True)
     box.send([Outgoing("decisions", b"H1", b"{}")])
     with pytest.raises(RuntimeError):
-        asyncio.run(settle([box.end(Table(log), remember=lambda: log.append("remembered"))]))  # type: ignore[arg-type]
+        asyncio.run(settle(box.end(Table(log), remember=lambda: log.append("remembered"))))  # type: ignore[arg-type]
     assert log == ["flushed"]  # the batch is not acknowledged either: the agent's error stops it
 
 
@@ -105,7 +105,7 @@ def test_dead_letters_are_sent_with_the_batch_and_counted() -> None:
     counted = metrics.DEAD_LETTERS.labels("parcels.manifest", "hawb")._value.get()
     bad = Incoming("manifest", Source("parcels.manifest", 0, 7, b"K"), b"not json")
     box.dead([(bad, RecordError("hawb", "missing"))])
-    asyncio.run(settle([box]))
+    asyncio.run(settle(box))
     assert log == ["acked deadletter"]
     assert metrics.DEAD_LETTERS.labels("parcels.manifest", "hawb")._value.get() == counted + 1
 
@@ -176,7 +176,7 @@ def _batch(app: TransactionsApp, table: PendingTable) -> Outbox:
 def test_exactly_once_commits_a_batch_in_one_transaction_of_its_stage() -> None:
     app = TransactionsApp()
     table = PendingTable(app.log, {"k0": (0, "a"), "k3": (3, "b")})
-    asyncio.run(settle([_batch(app, table)]))
+    asyncio.run(settle(_batch(app, table)))
     [(stage, sends, offsets)] = app.runs
     assert stage == "stage"
     assert [(t, p, k) for t, p, k, _v in sends] == [
@@ -195,7 +195,7 @@ def test_a_fenced_batch_keeps_nothing() -> None:
     app = TransactionsApp(fenced=True)
     table = PendingTable(app.log, {"k0": (0, "a"), "k3": (3, "b")})
     fenced = metrics.FENCED_BATCHES.labels("stage")._value.get()
-    asyncio.run(settle([_batch(app, table)]))
+    asyncio.run(settle(_batch(app, table)))
     assert table.applied == {}  # the store never gets the moved batch's writes
     assert "counted" not in app.log
     assert metrics.FENCED_BATCHES.labels("stage")._value.get() == fenced + 1
@@ -205,7 +205,7 @@ def test_a_failed_transaction_raises_and_keeps_nothing() -> None:
     app = TransactionsApp(broken=True)
     table = PendingTable(app.log, {"k0": (0, "a")})
     with pytest.raises(RuntimeError, match="broker refused"):
-        asyncio.run(settle([_batch(app, table)]))
+        asyncio.run(settle(_batch(app, table)))
     assert table.applied == {}
     assert "counted" not in app.log
 
@@ -222,7 +222,7 @@ def test_dead_letters_are_counted_once_their_batch_commits(fenced: bool) -> None
     box.dead([(bad, RecordError("hawb", "missing"))])
     source = {"topic": "parcels.manifest", "partition": 0, "offset": 2}
     box.parked("stage", [({"source": source}, RecordError("hawb", "boom"))])  # type: ignore[list-item]
-    asyncio.run(settle([box]))
+    asyncio.run(settle(box))
     added = 0 if fenced else 1
     assert (
         metrics.DEAD_LETTERS.labels("parcels.manifest", "hawb")._value.get() == counted + 2 * added
