@@ -23,9 +23,10 @@ from typing import ClassVar, cast
 import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
-from faust.types.transports import ConsumerT, ProducerT, TransactionManagerT, TransportT
+from faust.types.transports import ConductorT, ConsumerT, ProducerT, TransactionManagerT, TransportT
 
 from streams.patches import written_for
+from streams.patches.conductor import Conductor
 from streams.patches.drain import EagerDrain
 from streams.patches.rebalance import ConsumerThread as RebalancingThread
 from streams.patches.rebalance import RebalancingConsumer
@@ -86,6 +87,7 @@ class Producer(driver.Producer):
 
 
 class Transport(driver.Transport):
+    Conductor: ClassVar[type[ConductorT]] = Conductor  # one stream per partition: conductor.py
     Consumer: ClassVar[type[ConsumerT]] = Consumer
     Producer: ClassVar[type[ProducerT]] = Producer
     # one transactional producer per stage (transactions.py), under exactly-once
