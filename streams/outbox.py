@@ -183,5 +183,6 @@ async def _commit(box: Outbox) -> bool:
         metrics.FENCED_BATCHES.labels(box.stage).inc()
         return False
     for table, pending, first in writes:
-        table.apply(pending, produced[first : first + len(pending)])
+        last = first + len(pending)
+        table.apply(pending, sends[first:last], produced[first:last])
     return True

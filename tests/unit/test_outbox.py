@@ -150,8 +150,9 @@ class PendingTable:
     def changelog(self, key: str, write: tuple[int, Any]) -> tuple[str, int, bytes, bytes]:
         return ("changelog", write[0], key.encode(), str(write[1]).encode())
 
-    def apply(self, writes: dict[str, Any], produced: list[Any]) -> None:
+    def apply(self, writes: dict[str, Any], sent: list[Any], produced: list[Any]) -> None:
         assert [md.topic for md in produced] == ["changelog"] * len(writes)
+        assert [self.changelog(k, w) for k, w in writes.items()] == sent
         self.applied.update(writes)
 
 

@@ -81,3 +81,46 @@ async def test_a_delete_hides_the_key_at_once_and_leaves_the_store_after_the_flu
     assert "1Z1" in dict(bills.data.items())
     await bills.flush_changelog()
     assert dict(bills.data.items()) == {}
+
+
+def rocksdb_table(producer: Producer, datadir: Any) -> BatchedTable:
+    app = faust.App(
+        "test-tables", store="rocksdb://", broker="kafka://127.0.0.1:1", datadir=datadir
+    )
+    app._producer = producer  # type: ignore[assignment] # Faust's, replaced before first use
+    schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+    t = BatchedTable(app, name="bills", default=None, partitions=4, schema=schema)
+    return app.tables.add(t)  # type: ignore[return-value]
+
+
+async def test_rocksdb_gets_the_changelogs_bytes_and_each_partitions_newest_offset(
+    tmp_path: Any,
+) -> None:
+    producer = Producer()
+    bills = rocksdb_table(producer, tmp_path)
+    written = ("1Z1", 1), ("1Z2", 3), ("1Z3", 1)
+    for key, partition in written:
+        with in_event(PartitionEvent(partition, "parcels.manifest")):
+            bills[key] = {"revision": 1, "hawb": key}
+    await bills.flush_changelog()
+    store = bills.data
+    changelog = "test-tables-bills-changelog"
+    for (key, partition), (_, sent_key, sent_value, sent_partition) in zip(
+        written, producer.sent, strict=True
+    ):
+        # the store holds the very bytes the changelog got, in the key's partition
+        assert sent_partition == partition
+        assert store._db_for_partition(partition)[sent_key] == sent_value  # type: ignore[attr-defined]
+        with in_event(PartitionEvent(partition, "parcels.manifest")):
+            assert bills.get(key) == {"revision": 1, "hawb": key}
+    # acknowledged as offsets 1, 2, 3 in send order: partition 1 got 1 and 3
+    assert store.persisted_offset(faust.types.TP(changelog, 1)) == 3
+    assert store.persisted_offset(faust.types.TP(changelog, 3)) == 2
+    with in_event(PartitionEvent(1, "parcels.manifest")):
+        del bills["1Z1"]
+    await bills.flush_changelog()
+    deleted = producer.sent[-1][1]
+    assert deleted not in store._db_for_partition(1)  # type: ignore[attr-defined]
+    with in_event(PartitionEvent(1, "parcels.manifest")):
+        assert bills.get("1Z1") is None and bills.get("1Z3") is not None
+    assert store.persisted_offset(faust.types.TP(changelog, 1)) == 4
