@@ -27,7 +27,6 @@ once the transaction has committed. A batch whose partitions have moved to anoth
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,8 @@ from models.filers import FilerMessage
 from models.pipeline import Failures, Incoming, StageMessage
 from models.records import RecordError
 from streams import envelopes, metrics
-from streams.patches.transactions import Fenced, Send, TransactionManager
+from streams.patches.transactions import Fenced, TransactionManager
+from streams.produce import Send, of_app, produce
 from streams.publishing import Outgoing, dead_letters, failed_letters
 from streams.tables import BatchedTable, Write
 
@@ -112,6 +112,13 @@ class Outbox:
         self.ending = Ending(tables, remember, then)
         return self
 
+    def sends(self) -> list[Send]:
+        """The batch's messages as the producer takes them."""
+        return [
+            (t.get_topic_name(), partition, key, value)
+            for t, partition, key, value in self.messages
+        ]
+
     def offsets(self) -> dict[TP, int]:
         """Per input partition, the offset to read next once this batch is done."""
         out: dict[TP, int] = {}
@@ -126,14 +133,9 @@ class Outbox:
         tables, remember = self.ending.tables, self.ending.remember
         for table in tables:
             await table.flush_changelog()
-        messages, self.messages = self.messages, []
-        if messages:
-            send = self.app.producer.send  # straight to the producer, not Faust's channels
-            futures = [
-                await send(topic.get_topic_name(), key, value, partition, None, None)
-                for topic, partition, key, value in messages
-            ]
-            await asyncio.gather(*futures)
+        sends, self.messages = self.sends(), []
+        if sends:
+            await (await produce(of_app(self.app), sends))
         if remember is not None:
             remember()
             for table in tables:
@@ -165,11 +167,7 @@ async def _commit(box: Outbox) -> bool:
     its stage; whether it committed (not if the batch was fenced)."""
     if box.ending.remember is not None:
         box.ending.remember()  # in the same transaction as what it remembers
-    sends: list[Send] = [
-        (topic.get_topic_name(), partition, key, value)
-        for topic, partition, key, value in box.messages
-    ]
-    box.messages = []
+    sends, box.messages = box.sends(), []
     writes: list[tuple[BatchedTable, dict[str, Write], int]] = []
     for table in box.ending.tables:
         pending = table.take_pending()

@@ -16,7 +16,6 @@ in the transaction of each write's partition. The local store gets them only the
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,7 +33,7 @@ from faust.types import TP, EventT
 from models.join import expired, partition_of
 from models.stream_time import StreamTime
 from streams import metrics
-from streams.patches.transactions import Send
+from streams.produce import Send, of_app, produce
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -145,12 +144,8 @@ class BatchedTable(faust.Table):
         if not pending:
             return 0
         sent = [self.changelog(key, write) for key, write in pending.items()]
-        send = self.app.producer.send
-        futures = [
-            await send(topic, key, value, partition, None, None)
-            for topic, partition, key, value in sent
-        ]
-        self.apply(pending, sent, await asyncio.gather(*futures))
+        acknowledged = await produce(of_app(self.app), sent)
+        self.apply(pending, sent, await acknowledged)
         return len(pending)
 
 

@@ -21,6 +21,7 @@ import asyncio
 from typing import ClassVar, cast
 
 import faust
+from aiokafka import AIOKafkaProducer
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from faust.types.transports import ConductorT, ConsumerT, ProducerT, TransactionManagerT, TransportT
@@ -84,6 +85,11 @@ class Producer(driver.Producer):
     @property
     def _producer_type(self) -> type[GroupProducer]:
         return GroupProducer
+
+    def aiokafka_producer(self) -> AIOKafkaProducer:
+        """The started aiokafka producer underneath, which a batch's sends go to in record
+        batches (streams/produce.py)."""
+        return self._ensure_producer()
 
 
 class Transport(driver.Transport):

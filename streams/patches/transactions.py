@@ -51,10 +51,10 @@ from streams.patches.txn_offsets import (
     GroupProducer,
     wait_stable,
 )
+from streams.produce import Send, produce
 
 log = logging.getLogger(__name__)
 
-Send = tuple[str, int | None, bytes | None, bytes | None]  # topic, partition, key, value
 # longest wait for another worker's open transaction on partitions just assigned: the
 # broker aborts it after the transaction timeout, and checks for that every 10 s
 STABLE_WAIT_S = TRANSACTION_TIMEOUT_MS / 1000 + 15.0
@@ -198,22 +198,21 @@ class TransactionManager(FaustTransactionManager):
             raise Fenced(stage)
         try:
             await txn.begin_transaction()
-            futures = [
-                await txn.send(topic, value, key=key, partition=partition)
-                for topic, partition, key, value in sends
-            ]
+            acknowledged = await produce(txn, sends)
             committing = []
             if offsets:  # with the sends in flight: the broker adds the group meanwhile
                 tps = {TopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()}
                 committing.append(txn.send_offsets_to_transaction(tps, group))
-            results = await asyncio.gather(*futures, *committing, return_exceptions=True)
-            failed = [r for r in results if isinstance(r, BaseException)]
+            produced, *committed = await asyncio.gather(
+                acknowledged, *committing, return_exceptions=True
+            )
+            failed = [r for r in (produced, *committed) if isinstance(r, BaseException)]
             if failed:
                 raise failed[0]
             await txn.commit_transaction()
             if offsets:
                 cast(TransactionalConsumer, self.consumer).committed_in_transaction(offsets)
-            return cast(list[RecordMetadata], results[: len(futures)])
+            return cast(list[RecordMetadata], produced)
         except Exception as exc:
             still_ours = self.producers.get(stage) is txn
             if not still_ours:  # a rebalance replaced or stopped it meanwhile

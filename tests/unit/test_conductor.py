@@ -17,6 +17,7 @@ from faust.types.tuples import Message
 
 from streams.patches.app import App
 from streams.patches.conductor import Conductor
+from tests.fakes import Tasks
 
 TOPIC = "parcels.manifest"
 TP0 = TP(TOPIC, 0)
@@ -54,17 +55,6 @@ class CountingLock(asyncio.Lock):
     async def acquire(self) -> bool:
         self.acquired += 1
         return await super().acquire()
-
-
-class Tasks:
-    """Counts the tasks the loop creates while installed."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Task:
-        self.n += 1
-        return asyncio.Task(coro, loop=loop, **kw)
 
 
 async def test_records_reach_the_stream_in_order_without_taking_the_lock() -> None:

@@ -20,6 +20,7 @@ from faust.types.tuples import Message
 from streams.patches import drain
 from streams.patches.app import App
 from streams.patches.consumer import Consumer
+from tests.fakes import Tasks
 
 TOPIC = TP("parcels.manifest", 0)
 
@@ -34,17 +35,6 @@ def consumer(callback: Callable[[Any], Awaitable[None]]) -> Consumer:
 
 def message(offset: int) -> Message:
     return Message(TOPIC.topic, TOPIC.partition, offset, 0.0, 0, None, None, b"v", None)
-
-
-class Tasks:
-    """Counts the tasks the loop creates while installed."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Task:
-        self.n += 1
-        return asyncio.Task(coro, loop=loop, **kw)
 
 
 async def test_a_delivery_that_does_not_wait_needs_no_task() -> None:

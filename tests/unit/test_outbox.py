@@ -22,6 +22,7 @@ from streams import metrics
 from streams.outbox import Outbox, settle
 from streams.patches.transactions import Fenced
 from streams.publishing import Outgoing
+from tests.fakes import Batch, BatchProducer
 
 
 class Topic:
@@ -32,30 +33,19 @@ class Topic:
         return self.name
 
 
-class Producer:
-    """Records sends; each send's acknowledgement comes later, as the broker's does."""
+def producer(log: list[str], fail: bool = False) -> BatchProducer:
+    """Logs each acknowledged record, as the broker acknowledges its batch."""
 
-    def __init__(self, log: list[str], fail: bool = False) -> None:
-        self.log, self.fail = log, fail
+    def acked(topic: str, _partition: int, batch: Batch) -> None:
+        log.extend(f"acked {topic}" for _ in batch.records)
 
-    async def send(self, topic: str, key: bytes, value: bytes, partition: Any, *_: Any) -> Any:
-        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def acknowledge() -> None:
-            if self.fail:
-                ack.set_exception(RuntimeError("broker refused"))
-            else:
-                self.log.append(f"acked {topic}")
-                ack.set_result(None)
-
-        asyncio.get_running_loop().call_later(0.01, acknowledge)
-        return ack
+    return BatchProducer(refuse=RuntimeError("broker refused") if fail else None, on_ack=acked)
 
 
 class App:
     in_transaction = False  # at-least-once
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: BatchProducer) -> None:
         self.producer = producer
 
 
@@ -70,7 +60,7 @@ class Table:
 
 def _box(log: list[str], fail: bool = False) -> Outbox:
     outputs = {"decisions": Topic("decisions"), "deadletter": Topic("deadletter")}
-    return Outbox(App(Producer(log, fail)), outputs, partitions=4)  # type: ignore[arg-type]
+    return Outbox(App(producer(log, fail)), outputs, partitions=4)  # type: ignore[arg-type]
 
 
 def test_writes_are_flushed_before_outputs_and_outputs_acknowledged_before_remembered() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import faust
 import pytest
 from aiokafka.errors import ProducerFenced
+from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.types import TP
 from intervaltree import IntervalTree
 
@@ -27,6 +28,7 @@ from streams.patches.transactions import (
     task_id,
 )
 from streams.patches.txn_offsets import GroupFenced, GroupMetadata
+from tests.fakes import Batch
 
 
 class Producer:
@@ -45,12 +47,19 @@ class Producer:
     async def begin_transaction(self) -> None:
         pass
 
-    async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> Batch:
+        return Batch(1_000)
+
+    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[Any]:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if isinstance(self.fenced, ProducerFenced):
             done.set_exception(self.fenced)
         else:
-            done.set_result(SimpleNamespace(topic="out", partition=0, offset=0))
+            tp = TopicPartition(topic, partition)
+            done.set_result(RecordMetadata(topic, partition, tp, 0, -1, 0, 0))
         return done
 
     async def send_offsets_to_transaction(self, offsets: Any, group: GroupMetadata) -> None:
