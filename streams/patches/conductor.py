@@ -63,7 +63,7 @@ def single_stream_handler(
     app = owner.app
     consumer = app.consumer
     flow = app.flow_control
-    flow_suspended = flow._suspend.is_set
+    flow_active = flow.is_active
     buffer = app.producer.buffer
     wait_until_ebb = buffer.wait_until_ebb
     buffered: Callable[[], int] = (
@@ -87,7 +87,7 @@ def single_stream_handler(
         if len(channels) != 1:
             await faust_handler(message)
             return
-        if flow_suspended():
+        if not flow_active():
             await flow.acquire()
         if buffered() > max_messages:
             await wait_until_ebb()
