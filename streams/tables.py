@@ -11,7 +11,8 @@ at a time, and stalls the stream when that buffer passes 100 messages: the worke
 cost in profiles. `BatchedTable` keeps the writes of a batch and produces them in one go
 when the batch ends (streams/outbox.py): under at-least-once `flush_changelog()` before
 the batch's outputs and again after what the stage remembers of them; under exactly-once
-in the transaction of each write's partition. The local store gets them only then.
+in the batch's transaction. The local store gets them only then, in one write batch per
+partition (`apply`).
 """
 
 from __future__ import annotations
