@@ -17,6 +17,7 @@ from streams import agents, metrics, monitoring, security
 from streams.patches import metadata
 from streams.patches.agent_errors import stopped_agents
 from streams.patches.app import App
+from streams.patches.batches import Stream
 from streams.patches.sensors import Monitor
 from streams.patches.tables import TableManager
 from streams.serving import ModelServer
@@ -77,6 +78,8 @@ def bare_app(s: Settings) -> App:
         autodiscover=False,
         # a local store ahead of its changelog (the broker's state wiped) is rebuilt
         TableManager=TableManager,
+        # a stage's batch taken off its queue in bulk (streams/patches/batches.py)
+        Stream=Stream,
     )
     # Faust's sensors, named `faust_` whatever the app id (streams/metrics.py says why);
     # called on every event, so part of the consumer's cost (streams/patches/sensors.py)
