@@ -21,6 +21,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,13 +90,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def machine_cpu() -> tuple[float, float]:
-    """CPU seconds the whole machine has spent busy, and in all, so far (/proc/stat): what
-    else competed with a worker for the same cores."""
+@dataclass(frozen=True)
+class MachineTime:
+    """CPU seconds of the whole machine, all cores (/proc/stat): busy (here, or taken by
+    the hypervisor for other guests), stolen (the part the hypervisor took) and in all.
+
+    On a shared virtual machine a process can wait for a core while its own CPU time
+    stands still: steal is that wait, and the benchmarks print it beside their figures."""
+
+    busy: float
+    stolen: float
+    total: float
+
+    def __sub__(self, before: MachineTime) -> MachineTime:
+        return MachineTime(
+            self.busy - before.busy, self.stolen - before.stolen, self.total - before.total
+        )
+
+    def shares(self) -> str:
+        """This span's busy and stolen shares, for a benchmark's report."""
+        total = max(self.total, 1e-9)
+        return (
+            f"the machine {self.busy / total:.0%} of {os.cpu_count()} cores busy, "
+            f"{self.stolen / total:.0%} stolen by the hypervisor"
+        )
+
+
+def machine_time() -> MachineTime:
+    """The machine's CPU time so far (/proc/stat's first line: user, nice, system, idle,
+    iowait, irq, softirq, steal; guest time is already in user)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    total = sum(fields[:8]) / os.sysconf("SC_CLK_TCK")  # guest time is already in user
-    idle = (fields[3] + fields[4]) / os.sysconf("SC_CLK_TCK")
-    return total - idle, total
+    tick = os.sysconf("SC_CLK_TCK")
+    total = sum(fields[:8]) / tick
+    idle = (fields[3] + fields[4]) / tick
+    return MachineTime(busy=total - idle, stolen=fields[7] / tick, total=total)
 
 
 def broker_script() -> Any:

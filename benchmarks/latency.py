@@ -18,14 +18,16 @@ computing and settling (waiting for the broker's acknowledgements or the transac
 produced a record's output (the Kafka timestamp of its envelope, which carries the input's
 source), to show which stage the time goes to; unpacking every envelope costs the reader
 CPU on a small machine, so those runs are slower overall. The worker's CPU use during the
-offer is printed too: whether it waits or computes.
+offer is printed too: whether it waits or computes; and the machine's, with the share the
+hypervisor stole (a virtual machine's cores are shared with other guests: a worker waiting
+for a core shows as steal, not as its own CPU time).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import contextlib
 import time
 from datetime import timedelta
 
@@ -166,6 +168,41 @@ async def offer(s: Settings, rate: float, seconds: float, seed: int) -> dict[Whe
     return {(md.topic, md.partition, md.offset): t for fut, t in sent if (md := fut.result())}
 
 
+async def sample_machine(
+    samples: list[tuple[float, harness.MachineTime]], stop: asyncio.Event
+) -> None:
+    """The machine's CPU time, every second until `stop`: for the timeline."""
+    while not stop.is_set():
+        samples.append((time.time(), harness.machine_time()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+def timeline(
+    sent: dict[Where, float],
+    read: dict[Where, float],
+    samples: list[tuple[float, harness.MachineTime]],
+    step: float = 5.0,
+) -> list[str]:
+    """Per `step` seconds of the offer (by send time): the holds' p50 and p99, and what the
+    machine did meanwhile, so a slow spell can be put beside the machine's steal."""
+    start, end = min(sent.values()), max(sent.values())
+    lines = []
+    lo = start
+    while lo <= end:
+        hi = lo + step
+        lat = [read[w] - t for w, t in sent.items() if lo <= t < hi and w in read]
+        spell = [m for t, m in samples if lo <= t <= hi + 1.0]
+        machine = (spell[-1] - spell[0]).shares() if len(spell) > 1 else "no samples"
+        ms = np.array(lat or [np.nan]) * 1000
+        lines.append(
+            f"    {lo - start:4.0f}-{hi - start:.0f} s: hold p50 {np.percentile(ms, 50):6.0f} ms, "
+            f"p99 {np.percentile(ms, 99):6.0f} ms; {machine}"
+        )
+        lo = hi
+    return lines
+
+
 def summary(latencies: list[float]) -> str:
     if not latencies:
         return "none read"
@@ -213,16 +250,16 @@ async def run(
             local_broker = harness.broker_pid(s.bootstrap)
             pids = [p.pid for p in procs] + ([local_broker] if local_broker else [])
             cpu, wall = [harness.cpu_seconds(pid) for pid in pids], time.monotonic()
-            machine = harness.machine_cpu()
+            machine = harness.machine_time()
+            samples: list[tuple[float, harness.MachineTime]] = []
+            sampling = asyncio.create_task(sample_machine(samples, stop))
             timed = stage_seconds(ports)
             sent = await offer(s, rate, seconds, seed)
             elapsed = time.monotonic() - wall
             busy = [
                 (harness.cpu_seconds(pid) - c) / elapsed for pid, c in zip(pids, cpu, strict=True)
             ]
-            machine_busy, machine_all = (
-                b - a for a, b in zip(machine, harness.machine_cpu(), strict=True)
-            )
+            machine = harness.machine_time() - machine
             deadline = time.monotonic() + 120
             while len(arrivals["decisions"]) < len(sent) and time.monotonic() < deadline:
                 harness.check_alive(procs)
@@ -230,6 +267,7 @@ async def run(
             await asyncio.sleep(1.0)
             stop.set()
             await reader
+            await sampling
             stages_timed = stage_report(timed, stage_seconds(ports))
         finally:
             for p in procs:
@@ -239,12 +277,14 @@ async def run(
         f"{'worker' if workers == 1 else f'{workers} workers'} CPU "
         f"{', '.join(f'{b:.0%}' for b in busy[:workers])} of a core while offered"
         + (f"; the local broker {busy[workers]:.0%}" if len(busy) > workers else "")
-        + f"; the machine {machine_busy / machine_all:.0%} of {os.cpu_count()} cores busy:"
+        + f"; {machine.shares()}:"
     )
     for name, got in arrivals.items():
         lat = [t - sent[w] for w, t in got.items() if w in sent]
         label = name if name.startswith("stage") else f"{name} readable"
         print(f"  {label:<29} {summary(lat)}")
+    print("  by send time:")
+    print("\n".join(timeline(sent, arrivals["holds"], samples)))
     print("\n".join(stages_timed))
     lost = len(sent) - len(set(arrivals["decisions"]) & set(sent))
     if lost:

@@ -77,8 +77,10 @@ async def aiokafka_floor(s: Settings, topic: str, n: int) -> float:
     return got / (time.perf_counter() - started)
 
 
-def faust_floor(s: Settings, topic: str, n: int, work: Path) -> tuple[float, float]:
-    """(records/s, CPU µs per event) of the worker's Faust app, run as its own process."""
+def faust_floor(s: Settings, topic: str, n: int, work: Path) -> tuple[float, float, str]:
+    """(records/s, CPU µs per event, the machine's shares meanwhile) of the worker's Faust
+    app, run as its own process."""
+    machine = harness.machine_time()
     faust_side = s.with_(app_id=f"{s.app_id}-faust", data_dir=work / "faust")
     env = {**os.environ, **to_env(faust_side)}
     out = subprocess.run(
@@ -93,7 +95,7 @@ def faust_floor(s: Settings, topic: str, n: int, work: Path) -> tuple[float, flo
     # Faust's worker sends the process's stdout to its log (stderr)
     found = re.search(r"FLOOR (\S+) (\S+)", out.stdout + out.stderr)
     if found:
-        return float(found[1]), float(found[2])
+        return float(found[1]), float(found[2]), (harness.machine_time() - machine).shares()
     raise SystemExit(f"the Faust floor run failed ({out.returncode}):\n{out.stderr[-3000:]}")
 
 
@@ -130,12 +132,13 @@ async def measure(s: Settings, n: int) -> None:
         topic = s.topic_prefix + "floor"
         await preload(s, topic, n)
         raw = await aiokafka_floor(s, topic, n)
-        rate, cpu = faust_floor(s, topic, n, work)
+        rate, cpu, machine = faust_floor(s, topic, n, work)
     print(f"aiokafka getmany:        {raw:>9,.0f} records/s ({n:,} records of {len(PAYLOAD)} B)")
     print(
         f"worker's Faust consumer: {rate:>9,.0f} events/s, {cpu:,.0f} µs CPU per event "
         f"(take_events {BATCH}, acks on; target >= 15,000 events/s)"
     )
+    print(f"meanwhile:               {machine}")
     print(f"Faust / aiokafka:        {rate / raw:.1%}")
 
 
