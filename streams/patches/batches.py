@@ -15,7 +15,8 @@ or when `within` has passed since the last batch was done with (an empty window 
 nothing); an event of a partition taken away by a rebalance since it was fetched is
 dropped; each message is tracked for commit and counted by the sensors as it is taken,
 and acknowledged once the agent is done with the batch. An error thrown into the channel
-is raised in the agent, as Faust's iterator raises it.
+is raised in the agent, as Faust's iterator raises it; the StopAsyncIteration a stopping
+app throws ends the batches, as it ends Faust's iterator.
 
 A stream with processors, or already read another way, or over something else than a
 channel's queue, takes Faust's path. Installed as the app's `Stream` (streams/app.py).
@@ -58,6 +59,8 @@ class Stream(faust.Stream):
                     yield events
                 finally:
                     take.acknowledge(events)
+        except StopAsyncIteration:
+            return  # thrown into the channel as the app stops: the end, as Faust's iterator
         finally:
             self._channel_stop_iteration(channel)
             if started:

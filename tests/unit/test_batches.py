@@ -196,6 +196,21 @@ async def test_an_error_thrown_into_the_channel_reaches_the_agent(waiting: bool)
         await taking
 
 
+@pytest.mark.parametrize("waiting", [True, False])
+async def test_the_stop_a_stopping_app_throws_ends_the_batches(waiting: bool) -> None:
+    a = app()
+    fed = Fed(a)
+    await fed.put(3)
+    batches = Stream(fed.topic, app=a).take_events(3, within=10.0)
+    assert offsets(await first(batches)) == [0, 1, 2]
+    taking = asyncio.ensure_future(first(batches))
+    if waiting:
+        await asyncio.sleep(0.01)  # the stream waits on the empty queue
+    await fed.topic.throw(StopAsyncIteration())  # as Faust's agents and streams stop
+    with pytest.raises(StopAsyncIteration):  # the end, not a RuntimeError
+        await taking
+
+
 async def test_a_stream_with_a_processor_takes_fausts_path() -> None:
     a = app()
     fed = Fed(a)
